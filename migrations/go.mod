@@ -1,0 +1,3 @@
+module inthub.dev/migrations
+
+go 1.26.8

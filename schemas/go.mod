@@ -1,0 +1,3 @@
+module inthub.dev/schemas
+
+go 1.26.8
