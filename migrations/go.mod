@@ -1,3 +1,3 @@
 module inthub.dev/migrations
 
-go 1.26.8
+go 1.26.0
