@@ -1,0 +1,209 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"inthub.dev/pkg/fault"
+)
+
+// Outcome is what the frame did with a message whose handler failed.
+type Outcome int
+
+const (
+	OutcomeRedeliver  Outcome = iota // nacked with a delay
+	OutcomeDeadLetter                // written to dlq.<subject>, acked
+	OutcomeSpooled                   // written to spool.<subject>.<integration>, acked
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeDeadLetter:
+		return "dead_letter"
+	case OutcomeSpooled:
+		return "spooled"
+	default:
+		return "redeliver"
+	}
+}
+
+// Failure describes a failed delivery to an OnFailure hook.
+type Failure struct {
+	Delivery *Delivery
+	Outcome  Outcome
+	Class    fault.Class
+	Err      error
+	Body     []byte
+}
+
+// Redelivery returns the delay before the next delivery of a message that
+// failed transiently on its n-th delivery.
+type Redelivery func(n uint64) time.Duration
+
+// ExponentialRedelivery doubles from base up to ceiling, with ±20% jitter so
+// that messages failing together do not come back together.
+func ExponentialRedelivery(base, ceiling time.Duration) Redelivery {
+	return func(n uint64) time.Duration {
+		d := base
+		for i := uint64(1); i < n && d < ceiling; i++ {
+			d *= 2
+		}
+		d = min(d, ceiling)
+		jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+		return max(d+jitter, time.Millisecond)
+	}
+}
+
+// outcome is the one place that decides what happens to a failed message:
+//
+//   - permanent error, or the last delivery failed: dead letter, ack;
+//   - offline error: spool subject, ack;
+//   - anything else: nack with a delay that grows with the delivery count,
+//     so a slow key never blocks the others.
+//
+// A dead letter or spool write that fails leaves the message unacked: it is
+// redelivered, never dropped.
+type outcome struct {
+	js         jetstream.JetStream
+	service    string
+	redelivery Redelivery
+	timeout    time.Duration
+	log        *slog.Logger
+	onFailure  func(context.Context, Failure)
+	firstSeen  *failureTimes
+}
+
+func (o *outcome) Middleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		d := DeliveryFrom(msg.Context())
+		if d == nil {
+			return out, err
+		}
+		if err == nil {
+			o.firstSeen.forget(d.StreamSeq)
+			return out, nil
+		}
+		now := time.Now().UTC()
+		first := o.firstSeen.note(d.StreamSeq, now)
+		class := fault.ClassOf(err)
+		f := Failure{Delivery: d, Class: class, Err: err, Body: msg.Payload}
+		switch {
+		case class == fault.ClassOffline:
+			f.Outcome = OutcomeSpooled
+			if werr := o.write(msg, d, SpoolSubject(d.Subject, d.Header.Get(HeaderIntegrationID)), class, err, first, now); werr != nil {
+				return nil, o.redeliver(d, fmt.Errorf("%w (and spooling failed: %v)", err, werr))
+			}
+		case class == fault.ClassPermanent || d.LastAttempt():
+			f.Outcome = OutcomeDeadLetter
+			if werr := o.write(msg, d, DLQSubject(d.Subject), class, err, first, now); werr != nil {
+				return nil, o.redeliver(d, fmt.Errorf("%w (and dead-lettering failed: %v)", err, werr))
+			}
+		default:
+			f.Outcome = OutcomeRedeliver
+			d.setNakDelay(max(o.redelivery(d.NumDelivered), fault.RetryAfterOf(err)))
+		}
+		o.log.LogAttrs(msg.Context(), levelOf(f.Outcome), "message failed",
+			slog.String("subject", d.Subject), slog.Uint64("seq", d.StreamSeq),
+			slog.Uint64("delivery", d.NumDelivered), slog.String("class", class.String()),
+			slog.String("outcome", f.Outcome.String()), slog.String("error", err.Error()),
+			slog.String("tenantId", d.Header.Get(HeaderTenantID)),
+			slog.String("integrationId", d.Header.Get(HeaderIntegrationID)))
+		if o.onFailure != nil {
+			o.onFailure(msg.Context(), f)
+		}
+		if f.Outcome == OutcomeRedeliver {
+			return nil, err
+		}
+		o.firstSeen.forget(d.StreamSeq)
+		return nil, nil
+	}
+}
+
+func (o *outcome) redeliver(d *Delivery, err error) error {
+	d.setNakDelay(o.redelivery(d.NumDelivered))
+	return err
+}
+
+func levelOf(o Outcome) slog.Level {
+	if o == OutcomeRedeliver {
+		return slog.LevelInfo
+	}
+	return slog.LevelWarn
+}
+
+// write stores the untouched body on subject with the failure in headers,
+// and waits for JetStream's ack before the original is acked.
+func (o *outcome) write(msg *message.Message, d *Delivery, subject string, class fault.Class, cause error, first, last time.Time) error {
+	h := make(nats.Header, len(d.Header)+10)
+	for k, v := range d.Header {
+		h[k] = v
+	}
+	// The same failure written twice (ack lost, redelivered) is dropped by
+	// the duplicate window.
+	h.Set(HeaderMsgID, fmt.Sprintf("%s:%s:%d", subject, d.Stream, d.StreamSeq))
+	// A replayed message that fails again keeps naming the event it began as.
+	if d.Header.Get(HeaderOriginalMsgID) == "" {
+		h.Set(HeaderOriginalMsgID, d.Header.Get(HeaderMsgID))
+	}
+	h.Set(HeaderOriginalSubject, d.Subject)
+	h.Set(HeaderStreamSequence, strconv.FormatUint(d.StreamSeq, 10))
+	h.Set(HeaderDeliveryCount, strconv.FormatUint(d.NumDelivered, 10))
+	h.Set(HeaderErrorClass, class.String())
+	h.Set(HeaderLastError, truncate(cause.Error(), 2048))
+	h.Set(HeaderService, o.service)
+	h.Set(HeaderFirstFailure, first.Format(time.RFC3339Nano))
+	h.Set(HeaderLastFailure, last.Format(time.RFC3339Nano))
+	if class == fault.ClassOffline {
+		h.Set(HeaderSpooledAt, last.Format(time.RFC3339Nano))
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), o.timeout)
+	defer cancel()
+	_, err := o.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: msg.Payload})
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// failureTimes remembers when a message first failed, for the dead letter's
+// first-failure header. It is per process: after a restart the first
+// failure seen by the new process is reported.
+type failureTimes struct {
+	mu sync.Mutex
+	m  map[uint64]time.Time
+}
+
+const maxFailureTimes = 100_000
+
+func (f *failureTimes) note(seq uint64, now time.Time) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.m[seq]; ok {
+		return t
+	}
+	if len(f.m) >= maxFailureTimes {
+		clear(f.m)
+	}
+	f.m[seq] = now
+	return now
+}
+
+func (f *failureTimes) forget(seq uint64) {
+	f.mu.Lock()
+	delete(f.m, seq)
+	f.mu.Unlock()
+}

@@ -1,0 +1,190 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// subscriber adapts a durable JetStream pull consumer to Watermill's
+// message.Subscriber. It exists because watermill-nats v2.1.3's jetstream
+// subscriber falls short where it matters for us (see DESIGN §4 and
+// subscriber_gaps_test.go):
+//
+//   - it handles one message at a time per Consume callback;
+//   - a local timer gives up on a message after AckWaitTimeout and drops
+//     the late ack, so a slow handler is processed twice; here the server's
+//     ack timer is extended with in-progress acks while the handler runs;
+//   - a plain Nak is redelivered at once; here the outcome layer chooses
+//     the delay per message (NakWithDelay);
+//   - it cannot reach the delivery metadata from a handler; here the
+//     message context carries a *Delivery.
+//
+// Bodies are never unmarshalled here, so nothing can fail before the
+// middleware stack sees the message: a body that does not decode reaches
+// the handler adapter, fails as permanent, and the outcome layer
+// dead-letters it.
+type subscriber struct {
+	consumer    jetstream.Consumer
+	stream      string
+	name        string
+	concurrency int
+	maxDeliver  int
+	ackWait     time.Duration
+	confirmAcks bool
+	log         *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+	cc      jetstream.ConsumeContext
+}
+
+var _ message.Subscriber = (*subscriber)(nil)
+
+// Subscribe starts consuming; topic is ignored (the consumer is fixed).
+func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("bus: subscriber closed")
+	}
+	in := make(chan jetstream.Msg, s.concurrency)
+	out := make(chan *message.Message)
+	cc, err := s.consumer.Consume(func(m jetstream.Msg) {
+		select {
+		case in <- m:
+		case <-s.closing:
+			// Not ours any more: hand it back at once for another replica.
+			_ = m.Nak()
+		case <-ctx.Done():
+			_ = m.Nak()
+		}
+	},
+		jetstream.PullMaxMessages(2*s.concurrency),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.log.Debug("consume", "consumer", s.name, "error", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("bus: consume %s: %w", s.name, err)
+	}
+	s.cc = cc
+	for range s.concurrency {
+		s.wg.Go(func() { s.work(ctx, in, out) })
+	}
+	go func() {
+		s.wg.Wait()
+		close(out)
+	}()
+	return out, nil
+}
+
+func (s *subscriber) work(ctx context.Context, in <-chan jetstream.Msg, out chan<- *message.Message) {
+	tick := max(s.ackWait/3, 10*time.Millisecond)
+	timer := time.NewTimer(tick)
+	defer timer.Stop()
+	for {
+		var m jetstream.Msg
+		select {
+		case m = <-in:
+		case <-s.closing:
+			return
+		case <-ctx.Done():
+			return
+		}
+		s.deliver(ctx, m, out, timer, tick)
+	}
+}
+
+func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *message.Message, timer *time.Timer, tick time.Duration) {
+	d := &Delivery{
+		Subject:    m.Subject(),
+		Stream:     s.stream,
+		Consumer:   s.name,
+		MaxDeliver: s.maxDeliver,
+		Header:     m.Headers(),
+		inProgress: m.InProgress,
+	}
+	if md, err := m.Metadata(); err == nil {
+		d.StreamSeq = md.Sequence.Stream
+		d.NumDelivered = md.NumDelivered
+		d.Stored = md.Timestamp
+	}
+	id := d.Header.Get(HeaderMsgID)
+	if id == "" {
+		id = fmt.Sprintf("%s:%d", s.stream, d.StreamSeq)
+	}
+	wm := message.NewMessage(id, m.Data())
+	mctx, cancel := context.WithCancel(withDelivery(ctx, d))
+	defer cancel()
+	wm.SetContext(mctx)
+
+	select {
+	case out <- wm:
+	case <-s.closing:
+		_ = m.Nak()
+		return
+	case <-ctx.Done():
+		_ = m.Nak()
+		return
+	}
+
+	timer.Reset(tick)
+	for {
+		select {
+		case <-wm.Acked():
+			var err error
+			if s.confirmAcks {
+				actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err = m.DoubleAck(actx)
+				acancel()
+			} else {
+				err = m.Ack()
+			}
+			if err != nil {
+				// The server redelivers after AckWait; the handler's effect is
+				// either idempotent or guarded by the idempotency KV.
+				s.log.Warn("ack failed", "consumer", s.name, "seq", d.StreamSeq, "error", err)
+			}
+			return
+		case <-wm.Nacked():
+			if delay := d.getNakDelay(); delay > 0 {
+				_ = m.NakWithDelay(delay)
+			} else {
+				_ = m.Nak()
+			}
+			return
+		case <-timer.C:
+			// Keep the server's ack timer from expiring under a slow handler.
+			_ = m.InProgress()
+			timer.Reset(tick)
+		}
+	}
+}
+
+// Close stops pulling and waits until every delivered message was acked or
+// nacked by the router.
+func (s *subscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.closing)
+	cc := s.cc
+	s.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+	}
+	s.wg.Wait()
+	return nil
+}

@@ -1,0 +1,238 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"inthub.dev/events"
+	"inthub.dev/pkg/fault"
+)
+
+// Handler handles one event. Return nil when its effect is done, or an
+// error classified with package fault; the frame does the rest.
+type Handler func(ctx context.Context, ev events.Event) error
+
+// WorkerConfig configures a Worker. Service and Stream are required.
+type WorkerConfig struct {
+	Service string // names the service in dead letters and logs
+	Stream  string // the stream to consume, e.g. bus.StreamSCM
+	Durable string // durable consumer name, default Service
+
+	AckWait     time.Duration // default 30s; in-progress acks extend it while a handler runs
+	MaxDeliver  int           // deliveries before a transient failure is dead-lettered, default 5
+	Concurrency int           // messages handled at once, default 8
+	// ConfirmAcks waits for the server to confirm each ack (double ack):
+	// slower, but an ack lost on the wire cannot cause a redelivery.
+	ConfirmAcks    bool
+	HandlerTimeout time.Duration // per handler call, default 30s
+	Retry          RetryPolicy
+	Breaker        BreakerPolicy
+	Redelivery     Redelivery // default ExponentialRedelivery(1s, 1m)
+	// Idempotency, when set, skips events whose source+id was already
+	// handled (see NewIdempotencyGuard).
+	Idempotency *IdempotencyGuard
+	// OnFailure is told of every failed delivery and what became of it
+	// (annotation uses it to publish scm.annotation.failed).
+	OnFailure func(context.Context, Failure)
+
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+}
+
+// spareDeliveries are deliveries the server may still make after our own
+// limit, so that a dead letter that could not be written (bus trouble) is
+// tried again instead of the message being left unacked for good.
+const spareDeliveries = 10
+
+func (c *WorkerConfig) defaults() error {
+	if c.Service == "" {
+		return errors.New("bus: WorkerConfig.Service is required (it names the service in dead letters)")
+	}
+	if c.Stream == "" {
+		return errors.New("bus: WorkerConfig.Stream is required, e.g. bus.StreamSCM")
+	}
+	if c.Durable == "" {
+		c.Durable = c.Service
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = 30 * time.Second
+	}
+	if c.Redelivery == nil {
+		c.Redelivery = ExponentialRedelivery(time.Second, time.Minute)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	}
+	c.Logger = c.Logger.With("service", c.Service)
+	return nil
+}
+
+// Worker consumes one durable pull consumer and runs every message through
+// the middleware stack into the handler registered for its subject.
+type Worker struct {
+	js       jetstream.JetStream
+	cfg      WorkerConfig
+	handlers map[string]Handler
+	breakers *Breakers
+	outcome  *outcome
+	router   *message.Router
+	running  chan struct{}
+
+	// layers is the middleware stack, outermost first. Tests reorder it
+	// to prove the order matters.
+	layers []message.HandlerMiddleware
+}
+
+// NewWorker returns a worker; register handlers with Handle, then Run.
+func NewWorker(js jetstream.JetStream, cfg WorkerConfig) (*Worker, error) {
+	if js == nil {
+		return nil, errors.New("bus: NewWorker needs a JetStream context")
+	}
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	w := &Worker{js: js, cfg: cfg, handlers: map[string]Handler{}, running: make(chan struct{})}
+	w.breakers = NewBreakers(cfg.Breaker, cfg.Logger)
+	w.outcome = &outcome{js: js, service: cfg.Service, redelivery: cfg.Redelivery,
+		timeout: 10 * time.Second, log: cfg.Logger, onFailure: cfg.OnFailure,
+		firstSeen: &failureTimes{m: map[uint64]time.Time{}}}
+	w.layers = Stack(cfg.TracerProvider, w.outcome.Middleware, w.breakers.Middleware, cfg.Retry, cfg.HandlerTimeout)
+	return w, nil
+}
+
+// Stack is the middleware stack of every service, outermost first:
+// trace → outcome → retry → breaker → timeout → recover.
+func Stack(tp trace.TracerProvider, outcome, breaker message.HandlerMiddleware, retry RetryPolicy, timeout time.Duration) []message.HandlerMiddleware {
+	return []message.HandlerMiddleware{
+		Trace(tp),
+		outcome,
+		Retry(retry),
+		breaker,
+		Timeout(timeout),
+		Recover,
+	}
+}
+
+// Handle registers h for events on subject (exact subject, no wildcards).
+// Call before Run.
+func (w *Worker) Handle(subject string, h Handler) {
+	w.handlers[subject] = h
+}
+
+// Breakers exposes the per-key breakers (state for health and metrics).
+func (w *Worker) Breakers() *Breakers { return w.breakers }
+
+// Running is closed once the worker consumes.
+func (w *Worker) Running() <-chan struct{} { return w.running }
+
+// Consumer is the durable consumer's configuration as the worker creates it.
+func (w *Worker) Consumer() jetstream.ConsumerConfig {
+	subjects := make([]string, 0, len(w.handlers))
+	for s := range w.handlers {
+		subjects = append(subjects, s)
+	}
+	return jetstream.ConsumerConfig{
+		Durable:        w.cfg.Durable,
+		Description:    "inthub " + w.cfg.Service,
+		FilterSubjects: subjects,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        w.cfg.AckWait,
+		MaxDeliver:     w.cfg.MaxDeliver + spareDeliveries,
+		MaxAckPending:  max(1000, 4*w.cfg.Concurrency),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+}
+
+// Run creates or updates the durable consumer and handles messages until
+// ctx is cancelled. Messages in flight are finished or nacked for
+// redelivery; none is lost.
+func (w *Worker) Run(ctx context.Context) error {
+	if len(w.handlers) == 0 {
+		return errors.New("bus: worker has no handlers; call Handle before Run")
+	}
+	cons, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Stream, w.Consumer())
+	if err != nil {
+		return fmt.Errorf("bus: consumer %s on %s: %w", w.cfg.Durable, w.cfg.Stream, err)
+	}
+	sub := &subscriber{
+		consumer: cons, stream: w.cfg.Stream, name: w.cfg.Durable,
+		concurrency: w.cfg.Concurrency, maxDeliver: w.cfg.MaxDeliver,
+		ackWait: w.cfg.AckWait, confirmAcks: w.cfg.ConfirmAcks,
+		log: w.cfg.Logger, closing: make(chan struct{}),
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.HandlerTimeout + 5*time.Second},
+		watermill.NewSlogLoggerWithLevelMapping(w.cfg.Logger, map[slog.Level]slog.Level{
+			// The outcome layer logs every failure with its decision; the
+			// router's own error line would say it twice.
+			slog.LevelError: slog.LevelDebug,
+			slog.LevelInfo:  slog.LevelDebug,
+		}))
+	if err != nil {
+		return fmt.Errorf("bus: router: %w", err)
+	}
+	for _, m := range w.layers {
+		router.AddMiddleware(m)
+	}
+	router.AddConsumerHandler(w.cfg.Durable, w.cfg.Durable, sub, w.dispatch)
+	go func() {
+		select {
+		case <-router.Running():
+			close(w.running)
+		case <-ctx.Done():
+		}
+	}()
+	// The router closes the subscriber only on some shutdown paths.
+	defer sub.Close()
+	if err := router.Run(ctx); err != nil {
+		return fmt.Errorf("bus: worker %s: %w", w.cfg.Service, err)
+	}
+	return nil
+}
+
+// dispatch is the innermost layer: it decodes and validates the event (a
+// failure is poison: permanent, dead-lettered, never retried) and calls the
+// handler registered for the subject.
+func (w *Worker) dispatch(msg *message.Message) error {
+	ctx := msg.Context()
+	d := DeliveryFrom(ctx)
+	subject := ""
+	if d != nil {
+		subject = d.Subject
+	}
+	h, ok := w.handlers[subject]
+	if !ok {
+		return fault.Permanentf("no handler for subject %q in %s", subject, w.cfg.Service)
+	}
+	ev, err := events.Parse(msg.Payload)
+	if err != nil {
+		return fault.Permanentf("undecodable or invalid event: %w", err)
+	}
+	if ev.Type != subject {
+		return fault.Permanentf("event type %q does not match subject %q", ev.Type, subject)
+	}
+	if w.cfg.Idempotency != nil {
+		return w.cfg.Idempotency.Do(ctx, ev, h)
+	}
+	return h(ctx, ev)
+}
