@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -185,6 +186,9 @@ func truncate(s string, n int) string {
 type failureTimes struct {
 	mu sync.Mutex
 	m  map[uint64]time.Time
+	// n mirrors len(m) so the success path skips the lock when nothing
+	// is failing.
+	n atomic.Int64
 }
 
 const maxFailureTimes = 100_000
@@ -199,11 +203,16 @@ func (f *failureTimes) note(seq uint64, now time.Time) time.Time {
 		clear(f.m)
 	}
 	f.m[seq] = now
+	f.n.Store(int64(len(f.m)))
 	return now
 }
 
 func (f *failureTimes) forget(seq uint64) {
+	if f.n.Load() == 0 {
+		return
+	}
 	f.mu.Lock()
 	delete(f.m, seq)
+	f.n.Store(int64(len(f.m)))
 	f.mu.Unlock()
 }

@@ -35,6 +35,7 @@ type subscriber struct {
 	stream      string
 	name        string
 	concurrency int
+	pullBatch   int
 	maxDeliver  int
 	ackWait     time.Duration
 	confirmAcks bool
@@ -68,7 +69,7 @@ func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.M
 			_ = m.Nak()
 		}
 	},
-		jetstream.PullMaxMessages(2*s.concurrency),
+		jetstream.PullMaxMessages(s.pullBatch),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug("consume", "consumer", s.name, "error", err)
 		}),
@@ -123,9 +124,7 @@ func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *m
 		id = fmt.Sprintf("%s:%d", s.stream, d.StreamSeq)
 	}
 	wm := message.NewMessage(id, m.Data())
-	mctx, cancel := context.WithCancel(withDelivery(ctx, d))
-	defer cancel()
-	wm.SetContext(mctx)
+	wm.SetContext(withDelivery(ctx, d))
 
 	select {
 	case out <- wm:

@@ -32,19 +32,22 @@ func Trace(tp trace.TracerProvider) message.HandlerMiddleware {
 				subject = d.Subject
 				ctx = propagator.Extract(ctx, headerCarrier(d.Header))
 			}
-			ctx, span := tracer.Start(ctx, subject+" process",
-				trace.WithSpanKind(trace.SpanKindConsumer),
-				trace.WithAttributes(
+			ctx, span := tracer.Start(ctx, subject+" process", trace.WithSpanKind(trace.SpanKindConsumer))
+			defer span.End()
+			// Attributes cost allocations; build them only for a span
+			// that is recorded.
+			if span.IsRecording() {
+				span.SetAttributes(
 					attribute.String("messaging.system", "nats"),
 					attribute.String("messaging.destination.name", subject),
 					attribute.String("messaging.message.id", msg.UUID),
-				))
-			defer span.End()
-			if d != nil {
-				span.SetAttributes(
-					attribute.Int64("messaging.nats.stream_sequence", int64(d.StreamSeq)),
-					attribute.Int64("messaging.nats.num_delivered", int64(d.NumDelivered)),
 				)
+				if d != nil {
+					span.SetAttributes(
+						attribute.Int64("messaging.nats.stream_sequence", int64(d.StreamSeq)),
+						attribute.Int64("messaging.nats.num_delivered", int64(d.NumDelivered)),
+					)
+				}
 			}
 			msg.SetContext(ctx)
 			defer msg.SetContext(orig)

@@ -40,6 +40,7 @@ type env struct {
 	js    jetstream.JetStream
 	store *deadletter.Store
 	audit *syncBuffer
+	srv   *natstest.Server
 }
 
 func newEnv(t *testing.T) *env {
@@ -58,7 +59,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, ctx: ctx, js: js, store: st, audit: buf}
+	return &env{t: t, ctx: ctx, js: js, store: st, audit: buf, srv: s}
 }
 
 type syncBuffer struct {
