@@ -97,20 +97,17 @@ func (o *outcome) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		now := time.Now().UTC()
 		first := o.firstSeen.note(d.StreamSeq, now)
 		class := fault.ClassOf(err)
-		f := Failure{Delivery: d, Class: class, Err: err, Body: msg.Payload}
-		switch {
-		case class == fault.ClassOffline:
-			f.Outcome = OutcomeSpooled
+		f := Failure{Delivery: d, Class: class, Err: err, Body: msg.Payload, Outcome: decide(class, d)}
+		switch f.Outcome {
+		case OutcomeSpooled:
 			if werr := o.write(msg, d, SpoolSubject(d.Subject, d.Header.Get(HeaderIntegrationID)), class, err, first, now); werr != nil {
 				return nil, o.redeliver(d, fmt.Errorf("%w (and spooling failed: %v)", err, werr))
 			}
-		case class == fault.ClassPermanent || d.LastAttempt():
-			f.Outcome = OutcomeDeadLetter
+		case OutcomeDeadLetter:
 			if werr := o.write(msg, d, DLQSubject(d.Subject), class, err, first, now); werr != nil {
 				return nil, o.redeliver(d, fmt.Errorf("%w (and dead-lettering failed: %v)", err, werr))
 			}
 		default:
-			f.Outcome = OutcomeRedeliver
 			d.setNakDelay(max(o.redelivery(d.NumDelivered), fault.RetryAfterOf(err)))
 		}
 		o.log.LogAttrs(msg.Context(), levelOf(f.Outcome), "message failed",
@@ -127,6 +124,18 @@ func (o *outcome) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		o.firstSeen.forget(d.StreamSeq)
 		return nil, nil
+	}
+}
+
+// decide maps an error class and the delivery count to what happens next.
+func decide(class fault.Class, d *Delivery) Outcome {
+	switch {
+	case class == fault.ClassOffline:
+		return OutcomeSpooled
+	case class == fault.ClassPermanent || d.LastAttempt():
+		return OutcomeDeadLetter
+	default:
+		return OutcomeRedeliver
 	}
 }
 
