@@ -104,7 +104,6 @@ type Worker struct {
 	handlers map[string]Handler
 	breakers *Breakers
 	outcome  *outcome
-	router   *message.Router
 	running  chan struct{}
 
 	// layers is the middleware stack, outermost first. Tests reorder it

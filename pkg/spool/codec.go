@@ -28,7 +28,7 @@ import (
 // data page would otherwise be handed to the bus as a valid message.
 const (
 	codecV1 byte = 1
-	crcLen       = 4
+	crcLen  int  = 4
 )
 
 // checksum uses CRC-32C because the runtime has a hardware path for it on

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -146,7 +147,7 @@ func Open(path string, opts ...Option) (*Spool, error) {
 		Timeout: cfg.lockTimeout,
 		NoSync:  cfg.noSync,
 	})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (gave up after %v; is another publisher running with the same spool?)",
 			ErrLocked, path, cfg.lockTimeout)
 	}
@@ -406,7 +407,7 @@ func (s *Spool) Close() error {
 
 func (s *Spool) wrapErr(op string, err error) error {
 	switch {
-	case errors.Is(err, bolt.ErrDatabaseNotOpen):
+	case errors.Is(err, bolterrors.ErrDatabaseNotOpen):
 		return ErrClosed
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
