@@ -125,11 +125,14 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, log *slog.Lo
 	}
 
 	components, err := devfleet.Build(devfleet.Deps{
-		NATSURL:     natsURL,
-		NATS:        nc,
-		JS:          js,
-		DatabaseURL: databaseURL,
-		Log:         log,
+		NATSURL:       natsURL,
+		NATS:          nc,
+		JS:            js,
+		DatabaseURL:   databaseURL,
+		Log:           log,
+		DataDir:       dataDir,
+		CatalogListen: cfg.catalogListen,
+		Out:           stdout,
 	}, builders)
 	if err != nil {
 		return err

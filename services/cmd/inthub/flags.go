@@ -22,12 +22,13 @@ const (
 )
 
 type devConfig struct {
-	natsURL     string
-	dataDir     string
-	natsPort    int
-	databaseURL string
-	syncAlways  bool
-	replicas    int
+	natsURL       string
+	dataDir       string
+	natsPort      int
+	databaseURL   string
+	syncAlways    bool
+	replicas      int
+	catalogListen string
 }
 
 // flagDoc drives both the flag set and the help text, so the documented env
@@ -43,6 +44,7 @@ var devFlags = []flagDoc{
 	{"database-url", "URL", "DATABASE_URL", defaultDatabaseURL, "PostgreSQL; the database is created if missing"},
 	{"sync-always", "", "INTHUB_SYNC_ALWAYS", "false", "embedded JetStream fsyncs every write before acking it (see Durability)"},
 	{"replicas", "N", "INTHUB_STREAM_REPLICAS", "1", "replicas per stream; 3 when --nats-url points at a cluster"},
+	{"catalog-listen", "ADDR", "CATALOG_LISTEN", "127.0.0.1:8080", "address of the catalog API; 127.0.0.1:0 picks a free port (printed at start)"},
 }
 
 const devUsageHead = `Usage: inthub dev [flags]
@@ -117,6 +119,7 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	fs.StringVar(&cfg.databaseURL, "database-url", env(byName["database-url"]), "")
 	fs.BoolVar(&cfg.syncAlways, "sync-always", sync, "")
 	fs.IntVar(&cfg.replicas, "replicas", replicas, "")
+	fs.StringVar(&cfg.catalogListen, "catalog-listen", env(byName["catalog-listen"]), "")
 
 	err = fs.Parse(args)
 	switch {

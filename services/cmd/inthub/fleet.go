@@ -1,10 +1,100 @@
 package main
 
-import "inthub.dev/services/internal/devfleet"
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"inthub.dev/pkg/bus"
+	"inthub.dev/services/catalog"
+	"inthub.dev/services/catalog/auth"
+	"inthub.dev/services/internal/devfleet"
+)
 
 // fleet lists the services `inthub dev` runs, in start order. Each later
-// issue appends its service here (catalog, health-poller, annotation, ...)
-// and nothing else in this command has to change. This command is the one
+// issue appends its service here (health-poller, annotation, ...) and
+// nothing else in this command has to change. This command is the one
 // place allowed to import several services: it only assembles them, they
 // still talk to each other through JetStream alone.
-var fleet = []devfleet.Builder{}
+var fleet = []devfleet.Builder{
+	{Name: "catalog", Build: buildCatalog},
+}
+
+// Dev identity: one demo tenant and an admin of it.
+const (
+	devIssuer   = "inthub-dev"
+	devAudience = "inthub"
+	devSubject  = "dev-admin"
+	devTenant   = "00000000-0000-4000-8000-00000000d3e0"
+)
+
+func buildCatalog(d devfleet.Deps) (devfleet.Component, error) {
+	if d.DatabaseURL == "" {
+		return nil, errors.New("the catalog needs PostgreSQL: start it (pg_ctlcluster ... start) or point --database-url at one")
+	}
+	secret, err := devSecret(d.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := catalog.New(catalog.Config{
+		Listen:      d.CatalogListen,
+		DatabaseURL: d.DatabaseURL,
+		Streams:     bus.DefaultStreamSettings(),
+		Auth: auth.Config{Issuer: devIssuer, Audience: devAudience, DevMode: true,
+			DevHS256Secret: secret, Logger: d.Log},
+		Logger: d.Log,
+	}, d.NATS)
+	if err != nil {
+		return nil, err
+	}
+	svc.AllowLoopbackEndpoints()
+	token, err := auth.DevToken(secret, devIssuer, devAudience, devSubject, devTenant,
+		[]string{"integrations:read", "integrations:write", "integrations:admin"}, 30*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return devfleet.Func{N: "catalog", F: func(ctx context.Context) error {
+		go func() {
+			select {
+			case <-svc.Ready():
+			case <-ctx.Done():
+				return
+			}
+			base := "http://" + svc.Addr().String()
+			fmt.Fprintf(d.Out, `
+Catalog API  %s/api/v1  (OpenAPI: %s/api/v1/openapi.json)
+Dev token    (tenant %s, all scopes, 30 days)
+  export INTHUB_TOKEN=%s
+  curl -s -H "Authorization: Bearer $INTHUB_TOKEN" %s/api/v1/integrations
+  curl -s -H "Authorization: Bearer $INTHUB_TOKEN" %s/api/v1/integration-types
+`, base, base, devTenant, token, base, base)
+		}()
+		return svc.Run(ctx)
+	}}, nil
+}
+
+// devSecret keeps the HS256 secret of dev tokens in the data directory, so
+// a token printed once keeps working across restarts of inthub dev.
+func devSecret(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, "dev-jwt-secret")
+	if b, err := os.ReadFile(path); err == nil && len(b) >= 64 {
+		return b, nil
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	secret := []byte(hex.EncodeToString(raw))
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev secret: %w", err)
+	}
+	if err := os.WriteFile(path, secret, 0o600); err != nil {
+		return nil, fmt.Errorf("dev secret: %w", err)
+	}
+	return secret, nil
+}

@@ -188,7 +188,7 @@ func TestDevStartsEmbeddedNATSProvisionsStreamsAndStops(t *testing.T) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--nats-url=", "--data-dir", dataDir, "--nats-port", "0", "--database-url", dbURL}, stdout, stderr)
+		done <- run(ctx, []string{"dev", "--nats-url=", "--data-dir", dataDir, "--nats-port", "0", "--database-url", dbURL, "--catalog-listen", "127.0.0.1:0"}, stdout, stderr)
 	}()
 	r := &devRun{stdout: stdout, stderr: stderr, cancel: cancel, done: done}
 
@@ -444,11 +444,12 @@ func TestEnvDefaults(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://u@h/db")
 	t.Setenv("INTHUB_SYNC_ALWAYS", "true")
 	t.Setenv("INTHUB_STREAM_REPLICAS", "3")
+	t.Setenv("CATALOG_LISTEN", "127.0.0.1:9999")
 	cfg, err := parseDevFlags(nil, &bytes.Buffer{}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3}
+	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3, catalogListen: "127.0.0.1:9999"}
 	if cfg != want {
 		t.Fatalf("cfg = %+v, want %+v", cfg, want)
 	}

@@ -43,9 +43,15 @@ func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	a := &app{ctx: ctx, stdout: stdout, stderr: stderr, env: e}
 	err := a.dispatch(args)
 	var ue *usageError
+	var pe *problemError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &pe):
+		// The catalog API's problem document, already worded for the
+		// operator: "error: <title> (<status>): <detail>" and its fields.
+		fmt.Fprint(stderr, pe.Error())
+		return exitError
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "inthubctl: %s\nRun '%s --help' for usage.\n", ue.msg, ue.cmd)
 		return exitUsage
@@ -83,10 +89,13 @@ type opts struct {
 	operator string
 	seqs     seqList
 	all      bool
+
+	// cat holds the flags of the catalog commands (catalog.go).
+	cat catalogOpts
 }
 
 type command struct {
-	group, name string
+	group, name string // name "" is a command without subcommands (migrate)
 	args        string // positional arguments, for the usage line
 	summary     string
 	about       string
@@ -94,10 +103,15 @@ type command struct {
 	run         func(a *app, o *opts, pos []string) error
 }
 
-func (c command) path() string { return "inthubctl " + c.group + " " + c.name }
+func (c command) path() string {
+	if c.name == "" {
+		return "inthubctl " + c.group
+	}
+	return "inthubctl " + c.group + " " + c.name
+}
 
 func commands() []command {
-	return []command{
+	cmds := []command{
 		{
 			group: "dlq", name: "list", summary: "list dead letters, oldest first",
 			about: "Lists the dead letters in the DLQ stream that match the filters, oldest first.\nListing changes nothing on the server (no consumer is created).",
@@ -156,6 +170,7 @@ An audit record (JSON) is written to stderr.`,
 			run: (*app).spoolDrain,
 		},
 	}
+	return append(cmds, catalogCommands()...)
 }
 
 var groupSummary = map[string]string{
@@ -168,8 +183,10 @@ func (a *app) dispatch(args []string) error {
 	if g.natsURL == "" {
 		g.natsURL = defaultNATSURL
 	}
+	a.catalogDefaults(&g)
 	top := newFlagSet("inthubctl")
 	globalFlags(top, &g)
+	serverFlags(top, &g)
 	if err := top.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.topUsage(a.stdout)
@@ -179,7 +196,7 @@ func (a *app) dispatch(args []string) error {
 	}
 	rest := top.Args()
 	if len(rest) == 0 {
-		return usagef("inthubctl", "missing command (dlq or spool)")
+		return usagef("inthubctl", "missing command (%s)", groupNames())
 	}
 	group := rest[0]
 	if group == "help" {
@@ -196,26 +213,36 @@ func (a *app) dispatch(args []string) error {
 		}
 	}
 	if len(cmds) == 0 {
-		return usagef("inthubctl", "unknown command %q (want dlq or spool)", group)
+		return usagef("inthubctl", "unknown command %q (want %s)", group, groupNames())
 	}
 	rest = rest[1:]
-	if len(rest) == 0 {
-		return usagef("inthubctl "+group, "missing %s command (%s)", group, names(cmds))
+	var c command
+	if len(cmds) == 1 && cmds[0].name == "" {
+		c = cmds[0]
+	} else {
+		if len(rest) == 0 {
+			return usagef("inthubctl "+group, "missing %s command (%s)", group, names(cmds))
+		}
+		if isHelp(rest[0]) {
+			a.groupUsage(a.stdout, group, cmds)
+			return nil
+		}
+		i := slices.IndexFunc(cmds, func(c command) bool { return c.name == rest[0] })
+		if i < 0 {
+			return usagef("inthubctl "+group, "unknown %s command %q (want %s)", group, rest[0], names(cmds))
+		}
+		c = cmds[i]
+		rest = rest[1:]
 	}
-	if isHelp(rest[0]) {
-		a.groupUsage(a.stdout, group, cmds)
-		return nil
-	}
-	i := slices.IndexFunc(cmds, func(c command) bool { return c.name == rest[0] })
-	if i < 0 {
-		return usagef("inthubctl "+group, "unknown %s command %q (want %s)", group, rest[0], names(cmds))
-	}
-	c := cmds[i]
 	o := g
 	fs := newFlagSet(c.path())
-	globalFlags(fs, &o)
+	if isCatalogGroup(c.group) {
+		catalogGlobalFlags(fs, &o, c.group)
+	} else {
+		globalFlags(fs, &o)
+	}
 	c.flags(fs, &o)
-	pos, err := parseInterleaved(fs, rest[1:])
+	pos, err := parseInterleaved(fs, rest)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.commandUsage(a.stdout, c, fs)
@@ -227,6 +254,17 @@ func (a *app) dispatch(args []string) error {
 		return usagef(c.path(), "-o: %q is not table or json", o.output)
 	}
 	return c.run(a, &o, pos)
+}
+
+// groupNames lists the commands, in the order of commands().
+func groupNames() string {
+	var gs []string
+	for _, c := range commands() {
+		if !slices.Contains(gs, c.group) {
+			gs = append(gs, c.group)
+		}
+	}
+	return strings.Join(gs, ", ")
 }
 
 func names(cmds []command) string {

@@ -1,6 +1,8 @@
 // Command inthubctl is the operator's tool for inthub's dead letters (the
 // DLQ stream) and spooled payloads (the SPOOL stream): list, show, replay,
-// purge, drain. Run `inthubctl --help`.
+// purge, drain; for the catalog's integrations and integration types
+// (through its HTTP API); and for migrating the catalog's database.
+// Run `inthubctl --help`.
 package main
 
 import (

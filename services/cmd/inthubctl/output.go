@@ -262,27 +262,35 @@ func truncate(s string, n int) string {
 }
 
 func (a *app) topUsage(w io.Writer) {
-	fmt.Fprint(w, `Usage: inthubctl [--nats-url URL] [-o table|json] <command> <subcommand> [flags]
+	fmt.Fprint(w, `Usage: inthubctl [--nats-url URL] [--server URL] [--token TOKEN] [-o table|json] <command> <subcommand> [flags]
 
-Operates on inthub's dead letters (stream DLQ) and on payloads spooled for
-offline integrations (stream SPOOL).
+Operates on inthub's dead letters (stream DLQ), on payloads spooled for
+offline integrations (stream SPOOL), on the catalog's integrations and
+integration types (HTTP API), and migrates the catalog's database.
 
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-28s %s\n", c.group+" "+c.name+" "+c.args, c.summary)
+		fmt.Fprintf(w, "  %-28s %s\n", strings.TrimPrefix(c.path(), "inthubctl ")+" "+c.args, c.summary)
 	}
 	fmt.Fprint(w, `
 Global flags (also accepted after the subcommand):
-  --nats-url URL   NATS server (env NATS_URL; default `+defaultNATSURL+`)
+  --nats-url URL   NATS server, for dlq and spool (env NATS_URL; default `+defaultNATSURL+`)
+  --server URL     catalog API, for integrations and types (env INTHUB_SERVER; default `+defaultServer+`)
+  --token TOKEN    bearer token for the catalog API (env INTHUB_TOKEN)
   -o FORMAT        table (default) or json
+migrate takes --database-url URL (env DATABASE_URL; default `+defaultDatabaseURL+`).
 
 Exit status: 0 ok, 1 error, 2 usage error. Run 'inthubctl <command> <subcommand> --help'.
 `)
 }
 
 func (a *app) groupUsage(w io.Writer, group string, cmds []command) {
-	fmt.Fprintf(w, "Usage: inthubctl %s <subcommand> [flags]\n\n%s.\n\nSubcommands:\n", group, groupSummary[group])
+	summary := groupSummary[group]
+	if s, ok := catalogGroupSummary[group]; ok {
+		summary = s
+	}
+	fmt.Fprintf(w, "Usage: inthubctl %s <subcommand> [flags]\n\n%s.\n\nSubcommands:\n", group, summary)
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-14s %s\n", c.name+" "+c.args, c.summary)
 	}
@@ -301,9 +309,10 @@ func (a *app) commandUsage(w io.Writer, c command, fs *flag.FlagSet) {
 			dash = "-"
 		}
 		head := "  " + dash + f.Name
-		if name, _ := flag.UnquoteUsage(f); name != "" {
+		name, usage := flag.UnquoteUsage(f)
+		if name != "" {
 			head += " " + name
 		}
-		fmt.Fprintf(w, "%s\n        %s\n", head, f.Usage)
+		fmt.Fprintf(w, "%s\n        %s\n", head, usage)
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +31,13 @@ type Deps struct {
 	DatabaseURL string
 	// Log already carries service=<component name>.
 	Log *slog.Logger
+	// DataDir is inthub dev's local state directory (absolute).
+	DataDir string
+	// CatalogListen is the catalog API's address ("127.0.0.1:0" in tests).
+	CatalogListen string
+	// Out is where components print what a person should read (addresses,
+	// the dev token); logs go to Log.
+	Out io.Writer
 }
 
 // Component is one long-running service of the fleet.

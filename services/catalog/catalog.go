@@ -1,0 +1,256 @@
+// Package catalog is the catalog service: the system of record of every
+// tenant's integrations (PostgreSQL), its HTTP API, the transactional
+// outbox that announces every change on the bus, and the consumer that
+// records health checks.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"inthub.dev/migrations"
+	"inthub.dev/pkg/bus"
+	"inthub.dev/pkg/egress"
+	"inthub.dev/services/catalog/api"
+	"inthub.dev/services/catalog/auth"
+	"inthub.dev/services/catalog/configcheck"
+	"inthub.dev/services/catalog/health"
+	"inthub.dev/services/catalog/outbox"
+	"inthub.dev/services/catalog/store"
+)
+
+// Config configures the catalog. DatabaseURL is required; the role URLs
+// default to it with the user swapped.
+type Config struct {
+	// Listen is the HTTP address, default 127.0.0.1:8080.
+	Listen string
+	// DatabaseURL connects as the owner of the tables: migrations and the
+	// seeding of built-in types run with it, nothing else.
+	DatabaseURL string
+	// AppDatabaseURL connects as inthub_app (every request; row-level
+	// security applies). Default: DatabaseURL with user inthub_app.
+	AppDatabaseURL string
+	// ForwarderDatabaseURL connects as inthub_forwarder (the outbox).
+	// Default: DatabaseURL with user inthub_forwarder.
+	ForwarderDatabaseURL string
+	// SkipMigrations leaves the schema to `inthubctl migrate`.
+	SkipMigrations bool
+	Streams        bus.StreamSettings
+	Auth           auth.Config
+	Egress         egress.Policy
+	Logger         *slog.Logger
+}
+
+// Service is a running catalog.
+type Service struct {
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	log   *slog.Logger
+	ready chan struct{}
+	addr  net.Addr
+}
+
+// New checks the configuration; Run does the work.
+func New(cfg Config, nc *nats.Conn) (*Service, error) {
+	if nc == nil {
+		return nil, errors.New("catalog: a NATS connection is required")
+	}
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("catalog: DatabaseURL is required (the owner's connection string, e.g. postgres://postgres@127.0.0.1:5432/inthub)")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	var err error
+	if cfg.AppDatabaseURL == "" {
+		if cfg.AppDatabaseURL, err = WithUser(cfg.DatabaseURL, "inthub_app"); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ForwarderDatabaseURL == "" {
+		if cfg.ForwarderDatabaseURL, err = WithUser(cfg.DatabaseURL, "inthub_forwarder"); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: jetstream: %w", err)
+	}
+	return &Service{cfg: cfg, nc: nc, js: js, log: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+// WithUser returns a PostgreSQL URL with its user (and password) replaced.
+func WithUser(raw, user string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("catalog: database URL must be postgres://...: %q does not parse", redact(raw))
+	}
+	u.User = url.User(user)
+	return u.String(), nil
+}
+
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return "(unparseable)"
+}
+
+// AllowLoopbackEndpoints relaxes the egress policy for local development,
+// where the systems an integration points at run on the same machine.
+func (s *Service) AllowLoopbackEndpoints() {
+	s.cfg.Egress.AllowLoopback = true
+	s.cfg.Egress.AllowHTTP = true
+}
+
+// Ready is closed when the HTTP server listens.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// Addr is the HTTP listener's address, once Ready.
+func (s *Service) Addr() net.Addr { return s.addr }
+
+// Migrate applies the migrations as the owner.
+func Migrate(ctx context.Context, ownerURL string) ([]string, error) {
+	conn, err := pgx.Connect(ctx, ownerURL)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: connect as owner: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return migrations.Apply(ctx, conn)
+}
+
+// Run migrates, seeds the built-in types and serves until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := bus.Provision(ctx, s.js, s.cfg.Streams); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if !s.cfg.SkipMigrations {
+		applied, err := Migrate(ctx, s.cfg.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		if len(applied) > 0 {
+			s.log.Info("migrations applied", "versions", applied)
+		}
+	}
+	owner, err := pgxpool.New(ctx, s.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("catalog: owner pool: %w", err)
+	}
+	types, err := BuiltinTypes()
+	if err != nil {
+		owner.Close()
+		return err
+	}
+	err = store.SeedTypes(ctx, owner, types)
+	owner.Close()
+	if err != nil {
+		return fmt.Errorf("catalog: seed types: %w", err)
+	}
+
+	app, err := pgxpool.New(ctx, s.cfg.AppDatabaseURL)
+	if err != nil {
+		return fmt.Errorf("catalog: app pool: %w", err)
+	}
+	defer app.Close()
+	fwdPool, err := pgxpool.New(ctx, s.cfg.ForwarderDatabaseURL)
+	if err != nil {
+		return fmt.Errorf("catalog: forwarder pool: %w", err)
+	}
+	defer fwdPool.Close()
+
+	st := store.New(app, store.WithLogger(s.log))
+	authn, err := auth.New(ctx, s.cfg.Auth)
+	if err != nil {
+		return fmt.Errorf("catalog: auth: %w", err)
+	}
+	defer authn.Close()
+	checker, err := configcheck.New(s.cfg.Egress, net.DefaultResolver)
+	if err != nil {
+		return fmt.Errorf("catalog: config checks: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler, _, err := api.New(api.Deps{
+		Store: st, Auth: authn, Checker: checker, Metrics: reg, Logger: s.log,
+		Ready: []api.Readiness{
+			func(ctx context.Context) error { return app.Ping(ctx) },
+			func(context.Context) error {
+				if st := s.nc.Status(); st != nats.CONNECTED {
+					return fmt.Errorf("nats: %s", st)
+				}
+				return nil
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("catalog: api: %w", err)
+	}
+	// The forwarder publishes without a spool: the outbox table already is
+	// the durable place for an event the bus cannot take yet.
+	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Logger: s.log, SkipValidation: true})
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+	fwd, err := outbox.New(outbox.Config{Pool: fwdPool, Publisher: pub, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("catalog: outbox: %w", err)
+	}
+	consumer, err := health.NewConsumer(s.js, st, s.log, nil)
+	if err != nil {
+		return fmt.Errorf("catalog: health consumer: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("catalog: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.addr = ln.Addr()
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("catalog: http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	g.Go(func() error { return ignoreCanceled(fwd.Run(gctx)) })
+	g.Go(func() error { return ignoreCanceled(consumer.Run(gctx)) })
+	close(s.ready)
+	s.log.Info("catalog listening", "addr", s.addr.String())
+	return g.Wait()
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,72 @@
+// Package outbox is the catalog's transactional outbox: an event is written
+// to the outbox table in the same transaction as the change it announces
+// (Insert), and a Forwarder publishes the committed rows to JetStream and
+// deletes them.
+//
+// # Why our own forwarder
+//
+// The issue offered three well-kept parts: watermill-sql's forwarder, river,
+// or our own on pgx. We wrote our own (a few hundred lines on pgx) because:
+//
+//   - Order per integration with several catalog replicas sharing the work.
+//     watermill-sql v4 keeps order only by serialising: its default
+//     PostgreSQL offsets adapter locks the consumer group's offsets row FOR
+//     UPDATE, so one replica at a time reads the whole topic table and the
+//     others wait; its PostgreSQLQueueSchema ("does not support consumer
+//     groups") can filter with a WHERE clause and locks rows FOR UPDATE, but
+//     marks them acked with an UPDATE and needs its own table shape
+//     (watermill_<topic>: offset, uuid, payload, metadata, acked) and
+//     Watermill's message envelope. Neither gives "several replicas, each
+//     owning some partitions, skipping the ones another replica holds",
+//     which is what partition advisory locks give here. river is a job
+//     queue: per-job retries and scheduling, no ordering between jobs.
+//   - The schema is ours already: outbox rows live under row-level security
+//     (written by inthub_app with the tenant set), and the forwarder runs as
+//     inthub_forwarder, which may SELECT and DELETE outbox rows and touch
+//     nothing else. Both libraries want tables and rights of their own.
+//   - It publishes through pkg/bus's Publisher (any value with PublishMsg),
+//     the payload bytes untouched and Nats-Msg-Id = the event id, so a crash
+//     between the JetStream ack and the DELETE only re-publishes rows that
+//     the stream's duplicate window (≥ 2 min) drops. Past the window the
+//     re-publish reaches consumers with the same CloudEvents id, which they
+//     deduplicate on (DESIGN §4): at least once, never lost.
+//
+// # How rows flow
+//
+// Each row carries partition = Partition(aggregate id). A forwarder pass,
+// woken by LISTEN inthub_outbox (the outbox_notify trigger fires at commit)
+// or by a slow poll, takes each partition that has rows in its own
+// transaction: pg_try_advisory_xact_lock(LockClass, partition) — if another
+// replica holds it, skip, as FOR UPDATE SKIP LOCKED would for rows — then
+// the oldest Batch rows by id, publish them in id order waiting for each JetStream ack, stop at the first
+// failure, delete what was published, commit. Partitions are forwarded
+// concurrently, each one in order.
+//
+// Why id order is commit order for one integration: every transaction that
+// writes an integration's event first locks the integration's row (the
+// UPDATE of the change, or SELECT ... FOR UPDATE); a create's row is
+// invisible to everyone until it commits. So the transaction that writes the
+// next event of an integration can only take its outbox id (an identity,
+// assigned at INSERT) after the previous one committed: ids of one
+// aggregate increase in commit order. Rows of different aggregates may
+// commit out of id order, which does not matter: rows are deleted, not
+// passed by an offset, so a late commit with a lower id is simply found on
+// the next pass, and the advisory lock makes one forwarder at a time the
+// owner of a partition.
+//
+// # Spool or not
+//
+// Give the Forwarder a bus.Publisher without a spool. When NATS is down the
+// publish fails, the rows stay in the outbox (durable, shared by every
+// replica, in order), and the forwarder retries with backoff. With a spool
+// the publish "succeeds" into one replica's local disk and the rows are
+// deleted; another replica may then take the partition and publish a later
+// event of the same integration directly while the earlier one still waits
+// in the first replica's spool, breaking order. The outbox is the spool.
+//
+// A row whose publish JetStream refuses for good (a permanent error, such as
+// a message over the stream's size limit) would block its partition for
+// ever; it is written to the dead-letter subject (dlq.<subject>) with the
+// error in headers and then deleted, so every other integration sharing the
+// partition keeps moving.
+package outbox
