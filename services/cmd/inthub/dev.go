@@ -36,9 +36,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, builde
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr).With("service", "inthub-dev")
+	base := newLogger(stderr)
+	log := base.With("service", "inthub-dev")
 
-	err = serveDev(ctx, cfg, stdout, log, builders)
+	err = serveDev(ctx, cfg, stdout, base, builders)
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		// Ctrl-C during start-up is a request, not a failure.
 		err = nil
@@ -51,7 +52,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, builde
 	return nil
 }
 
-func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, log *slog.Logger, builders []devfleet.Builder) error {
+// serveDev gets the base logger: components tag it with their own service
+// name, the runner with "inthub-dev".
+func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.Logger, builders []devfleet.Builder) error {
+	log := base.With("service", "inthub-dev")
 	dataDir, err := filepath.Abs(cfg.dataDir)
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -129,7 +133,7 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, log *slog.Lo
 		NATS:          nc,
 		JS:            js,
 		DatabaseURL:   databaseURL,
-		Log:           log,
+		Log:           base,
 		DataDir:       dataDir,
 		CatalogListen: cfg.catalogListen,
 		Out:           stdout,
