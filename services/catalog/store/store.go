@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inthub.dev/events"
+	"inthub.dev/services/catalog/outbox"
 )
 
 // DefaultSource is the CloudEvents source of the events the store writes
@@ -93,7 +94,7 @@ func New(app *pgxpool.Pool, opts ...Option) *Store {
 		log:          slog.New(slog.DiscardHandler),
 		clock:        time.Now,
 		source:       DefaultSource,
-		insertOutbox: insertOutbox,
+		insertOutbox: outbox.Insert,
 	}
 	for _, o := range opts {
 		o(s)
