@@ -123,7 +123,7 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		// PostgreSQL must not block working on the bus.
 		log.Warn("PostgreSQL unavailable; continuing without it", "database", db, "error", pgErr.Error(), "hint", postgresHint)
 		databaseURL = ""
-		pgStatus = "NOT reachable (see the warning in the log; the fleet runs without it for now)"
+		pgStatus = "NOT reachable (see the warning in the log)"
 	} else {
 		log.Info("database ready", "database", db)
 	}
