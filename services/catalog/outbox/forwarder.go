@@ -34,8 +34,8 @@ var _ Publisher = (*bus.Publisher)(nil)
 // Config configures a Forwarder.
 type Config struct {
 	// Pool connects as inthub_forwarder, which may read and delete every
-	// tenant's outbox rows and nothing else. Concurrency + 1 connections
-	// are used at most.
+	// tenant's outbox rows and nothing else. At most Concurrency of its
+	// connections are in use at once; the LISTEN connection is separate.
 	Pool *pgxpool.Pool
 	// ListenURL is the connection string of the dedicated LISTEN
 	// connection. Default: the pool's connection settings.

@@ -20,8 +20,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -144,7 +147,7 @@ func (s *Store) InTenant(ctx context.Context, tenantID string, fn func(pgx.Tx) e
 func (s *Store) inTenantOnce(ctx context.Context, tenantID string, fn func(pgx.Tx) error) (err error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("catalog store: begin: %w", err)
+		return fmt.Errorf("catalog store: begin: %w", startErr(err))
 	}
 	defer func() {
 		if err != nil {
@@ -154,7 +157,7 @@ func (s *Store) inTenantOnce(ctx context.Context, tenantID string, fn func(pgx.T
 		}
 	}()
 	if _, err := tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true)", tenantID); err != nil {
-		return fmt.Errorf("catalog store: set tenant: %w", err)
+		return fmt.Errorf("catalog store: set tenant: %w", startErr(err))
 	}
 	if err := fn(tx); err != nil {
 		return err
@@ -186,9 +189,51 @@ func parseID(id string) (string, bool) {
 }
 
 func retryable(err error) bool {
+	if errors.As(err, new(lostBeforeWork)) {
+		return true
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return pe.Code == "40001" || pe.Code == "40P01"
 	}
 	return false
+}
+
+// read runs a read-only query outside a tenant transaction, once more on a
+// fresh connection if the pooled one turns out dead: a read is safe to
+// repeat.
+func (s *Store) read(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err != nil && errors.As(startErr(err), new(lostBeforeWork)) && ctx.Err() == nil {
+		err = fn()
+	}
+	return err
+}
+
+// lostBeforeWork marks a connection that failed before the transaction did
+// anything: a pooled connection whose server went away (PostgreSQL
+// restarted, the backend was terminated). Nothing was written, so the
+// transaction is tried again on a fresh connection instead of failing the
+// request. A failure at or after the first statement of fn is not retried
+// here: at COMMIT the outcome would be unknown.
+type lostBeforeWork struct{ error }
+
+func (e lostBeforeWork) Unwrap() error { return e.error }
+
+func startErr(err error) error {
+	var pe *pgconn.PgError
+	switch {
+	case pgconn.SafeToRetry(err):
+		return lostBeforeWork{err}
+	case errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")):
+		// connection exception, admin/crash shutdown
+		return lostBeforeWork{err}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return lostBeforeWork{err}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return lostBeforeWork{err}
+	}
+	return err
 }

@@ -37,11 +37,15 @@ func scanType(row pgx.Row) (IntegrationType, error) {
 // ListTypes returns every integration type, ordered by id. The table is
 // global (no tenant), so this needs no tenant transaction.
 func (s *Store) ListTypes(ctx context.Context) ([]IntegrationType, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+typeCols+` FROM integration_types ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("list types: %w", err)
-	}
-	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (IntegrationType, error) { return scanType(r) })
+	var ts []IntegrationType
+	err := s.read(ctx, func() error {
+		rows, err := s.pool.Query(ctx, `SELECT `+typeCols+` FROM integration_types ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		ts, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (IntegrationType, error) { return scanType(r) })
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list types: %w", err)
 	}
@@ -50,7 +54,11 @@ func (s *Store) ListTypes(ctx context.Context) ([]IntegrationType, error) {
 
 // GetType returns one integration type, or ErrNotFound.
 func (s *Store) GetType(ctx context.Context, id string) (IntegrationType, error) {
-	t, err := scanType(s.pool.QueryRow(ctx, `SELECT `+typeCols+` FROM integration_types WHERE id = $1`, id))
+	var t IntegrationType
+	err := s.read(ctx, func() (err error) {
+		t, err = scanType(s.pool.QueryRow(ctx, `SELECT `+typeCols+` FROM integration_types WHERE id = $1`, id))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return IntegrationType{}, fmt.Errorf("integration type %q: %w", id, ErrNotFound)
 	}
