@@ -15,12 +15,6 @@ import (
 // maxBodyBytes bounds a request body; a config is a few KiB.
 const maxBodyBytes = 256 << 10
 
-// Pagination bounds, those of the store.
-const (
-	defaultPageSize = 50
-	maxPageSize     = 500
-)
-
 // operation describes one secured operation. Every error status it can
 // answer is listed so that the document has it; huma adds 422 (for an
 // operation with parameters or a body) and 500.

@@ -214,10 +214,10 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 func (cfg Config) validate() error {
 	var errs []error
 	if cfg.Issuer == "" {
-		errs = append(errs, errors.New("Issuer is empty: set it to the Authority's issuer (the iss claim of its tokens)"))
+		errs = append(errs, errors.New("auth: Issuer is empty: set it to the Authority's issuer (the iss claim of its tokens)"))
 	}
 	if cfg.Audience == "" {
-		errs = append(errs, errors.New("Audience is empty: set it to the audience the Authority issues catalog tokens for"))
+		errs = append(errs, errors.New("auth: Audience is empty: set it to the audience the Authority issues catalog tokens for"))
 	}
 	sources := 0
 	for _, set := range []bool{cfg.JWKSURL != "", cfg.KeyFile != "", len(cfg.DevHS256Secret) > 0} {
@@ -230,7 +230,7 @@ func (cfg Config) validate() error {
 	}
 	if len(cfg.DevHS256Secret) > 0 {
 		if !cfg.DevMode {
-			errs = append(errs, errors.New("DevHS256Secret is set without DevMode: HS256 is for development only; use JWKSURL or KeyFile"))
+			errs = append(errs, errors.New("auth: DevHS256Secret is set without DevMode: HS256 is for development only; use JWKSURL or KeyFile"))
 		}
 		if len(cfg.DevHS256Secret) < minSecretLength {
 			errs = append(errs, fmt.Errorf("DevHS256Secret is %d bytes: use at least %d random bytes", len(cfg.DevHS256Secret), minSecretLength))
@@ -242,7 +242,7 @@ func (cfg Config) validate() error {
 		}
 	}
 	if cfg.Leeway < 0 || cfg.Leeway > maxLeeway {
-		errs = append(errs, fmt.Errorf("Leeway %s is out of range: use 0 (default %s) up to %s", cfg.Leeway, DefaultLeeway, maxLeeway))
+		errs = append(errs, fmt.Errorf("auth: Leeway %s is out of range: use 0 (default %s) up to %s", cfg.Leeway, DefaultLeeway, maxLeeway))
 	}
 	for name, d := range map[string]time.Duration{
 		"JWKSRefreshInterval":    cfg.JWKSRefreshInterval,
