@@ -109,6 +109,9 @@ type Check struct {
 	Message    string        `json:"message"`
 	Latency    time.Duration `json:"latency"`
 	Class      fault.Class   `json:"-"`
+	// Err is the classified failure, for logs and for Result.Err (its
+	// retry hint); never a secret.
+	Err error `json:"-"`
 }
 
 // RateLimit is the provider's budget as it last reported it.

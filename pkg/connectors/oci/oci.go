@@ -1,0 +1,234 @@
+// Package oci is the registry.oci connector: any registry that speaks the
+// OCI distribution API (/v2/), anonymously, with basic credentials or with
+// the bearer token flow that a WWW-Authenticate challenge asks for.
+//
+// Authentication is oras-go's auth.Client (oras.land/oras-go/v2), driven
+// over the caller's egress-controlled http.Client: it parses challenges,
+// fetches and scopes tokens, strips credentials on cross-origin redirects
+// and refuses token realms on loopback, link-local and metadata addresses
+// unless the realm is the registry's own host. The four distribution calls
+// (ping, tag list, manifest HEAD/GET) are made here, not through oras-go's
+// Repository type, because a connector needs what that type hides: the
+// status and Retry-After of a failure (for the error class), one page of
+// tags at a time (for Page cursors), and a digest when the registry sends
+// no Docker-Content-Digest on HEAD (oras-go fails there; we GET and hash).
+package oci
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"oras.land/oras-go/v2/registry"
+
+	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/fault"
+	"inthub.dev/schemas"
+)
+
+// Type is the integration type id.
+const Type = "registry.oci"
+
+func init() {
+	schema, err := schemas.ConfigSchema(Type)
+	if err != nil {
+		// The schema is embedded: its absence is a broken build.
+		panic(err)
+	}
+	connectors.Default().Register(connectors.Info{
+		Type:         Type,
+		Provider:     "oci",
+		DisplayName:  "OCI registry",
+		Description:  "Any registry speaking the OCI distribution API: tags, tag → digest, manifests, digest verification.",
+		Capabilities: []string{"ping", "repos", "tags", "digest", "manifest"},
+		ConfigSchema: schema,
+	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+}
+
+// Interface guards.
+var (
+	_ connectors.Connector     = (*Connector)(nil)
+	_ connectors.ImageRegistry = (*Connector)(nil)
+	_ connectors.Discoverer    = (*Connector)(nil)
+)
+
+// Config is the integration's config (schemas/config/registry.oci.json).
+type Config struct {
+	Endpoint string `json:"endpoint"`
+	Username string `json:"username,omitempty"`
+	// Password is an AuthRef URI, never the password.
+	Password string `json:"password,omitempty"`
+	// Insecure allows an http:// endpoint. TLS verification is never
+	// turned off: an https endpoint is always verified.
+	Insecure bool `json:"insecure,omitempty"`
+	// ProbeRepository is the repository that TestConnection and
+	// CheckHealth list and resolve, so that they exercise real use.
+	ProbeRepository string `json:"probeRepository,omitempty"`
+	// ProbeTag is the tag they resolve; the first listed tag if empty.
+	ProbeTag              string `json:"probeTag,omitempty"`
+	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
+	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+}
+
+const defaultTimeout = 30 * time.Second
+
+// Connector is one OCI registry integration. It is safe for concurrent use.
+type Connector struct {
+	cfg  connectors.Config
+	conf Config
+	// base is the registry root (scheme and host); nil when the config is
+	// invalid, in which case every call returns invalid.
+	base    *url.URL
+	invalid error
+	timeout time.Duration
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New builds a connector from an integration. It does no I/O; a config
+// that cannot be decoded is an error, one that decodes but is wrong is
+// reported by Validate (and by every call).
+func New(cfg connectors.Config) (*Connector, error) {
+	var conf Config
+	if len(cfg.Config) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&conf); err != nil {
+			return nil, fault.Permanent(fmt.Errorf("registry.oci: config: %w", err))
+		}
+	}
+	return NewWithConfig(cfg, conf), nil
+}
+
+// NewWithConfig builds a connector from an already decoded config; the
+// registry.harbor connector composes one this way. cfg.Config is ignored.
+func NewWithConfig(cfg connectors.Config, conf Config) *Connector {
+	if conf.Password == "" && conf.Username != "" {
+		// The integration's own AuthRef holds the password when the
+		// config names a user but no password field.
+		conf.Password = cfg.AuthRef
+	}
+	c := &Connector{cfg: cfg, conf: conf, timeout: defaultTimeout, log: cfg.Logger, now: cfg.Now}
+	if conf.TimeoutSeconds > 0 {
+		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("provider", "oci", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.base, c.invalid = c.check()
+	return c
+}
+
+func (c *Connector) Type() string     { return Type }
+func (c *Connector) Provider() string { return "oci" }
+func (c *Connector) Close() error     { return nil }
+
+// Validate checks the config without network calls.
+func (c *Connector) Validate() error { return c.invalid }
+
+// Endpoint is the registry root the connector talks to.
+func (c *Connector) Endpoint() string {
+	if c.base == nil {
+		return ""
+	}
+	return c.base.String()
+}
+
+func (c *Connector) check() (*url.URL, error) {
+	conf := c.conf
+	invalid := func(field, format string, args ...any) error {
+		return fault.Permanent(&ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if conf.Endpoint == "" {
+		return nil, invalid("endpoint", "is required")
+	}
+	u, err := url.Parse(conf.Endpoint)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return nil, invalid("endpoint", "must be an absolute http(s) URL")
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !conf.Insecure {
+			return nil, invalid("endpoint", "is plain http: set insecure to true to allow it, or use https")
+		}
+	default:
+		return nil, invalid("endpoint", "must be an absolute http(s) URL")
+	}
+	if u.User != nil {
+		return nil, invalid("endpoint", "must not carry credentials; use username and password")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, invalid("endpoint", "must not have a query or fragment")
+	}
+	// The distribution API lives at /v2/ of the host root; people often
+	// paste that path, which is harmless. Any other path cannot work.
+	switch strings.TrimSuffix(u.Path, "/") {
+	case "", "/v2":
+	default:
+		return nil, invalid("endpoint", "must be the registry root (the API is always under /v2/), not %q", u.Path)
+	}
+	if (conf.Username == "") != (conf.Password == "") {
+		if conf.Username == "" {
+			return nil, invalid("username", "is required when a password is set")
+		}
+		return nil, invalid("password", "is required when username is set")
+	}
+	if p := conf.Password; p != "" && !strings.HasPrefix(p, "authref://") {
+		// Never quote the value: it may be the secret itself.
+		return nil, invalid("password", "must be an AuthRef URI (authref://...), not a secret in clear")
+	}
+	if conf.TimeoutSeconds < 0 || conf.TimeoutSeconds > 300 {
+		return nil, invalid("timeoutSeconds", "must be between 1 and 300")
+	}
+	if conf.ProbeRepository != "" {
+		if err := validRepo(u.Host, conf.ProbeRepository); err != nil {
+			return nil, invalid("probeRepository", "%v", err)
+		}
+	}
+	if conf.ProbeTag != "" {
+		ref := registry.Reference{Registry: u.Host, Repository: "x", Reference: conf.ProbeTag}
+		if err := ref.ValidateReferenceAsTag(); err != nil {
+			return nil, invalid("probeTag", "is not a valid tag")
+		}
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// ConfigError names the config field that is wrong.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return "registry.oci: " + e.Field + " " + e.Reason }
+
+func validRepo(host, repo string) error {
+	ref := registry.Reference{Registry: host, Repository: repo}
+	if err := ref.ValidateRepository(); err != nil {
+		return errors.New("is not a valid repository name (lower-case path components: [a-z0-9]+ separated by . _ __ - /)")
+	}
+	return nil
+}
+
+// ready returns the config error, if any, so that a call on an invalid
+// integration fails fast and permanently instead of dialling nowhere.
+func (c *Connector) ready() error { return c.invalid }
+
+// httpClient is the caller's egress-controlled client.
+func (c *Connector) httpClient() *http.Client {
+	if c.cfg.HTTPClient != nil {
+		return c.cfg.HTTPClient
+	}
+	return http.DefaultClient
+}
