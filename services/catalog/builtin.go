@@ -4,42 +4,25 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"inthub.dev/schemas"
+	"inthub.dev/pkg/connectors"
+	_ "inthub.dev/pkg/connectors/builtin" // the providers this build ships
 	"inthub.dev/services/catalog/store"
 )
 
-// builtinTypes describes the integration types this build knows. Their
-// config schemas live in schemas/config; the connectors issue moves this
-// list next to the connectors, which will declare their own.
-var builtinTypes = []store.IntegrationType{
-	{ID: "scm.github", DisplayName: "GitHub App", Provider: "github",
-		Description:  "GitHub.com or GitHub Enterprise Server through a GitHub App installation",
-		Capabilities: []string{"repos", "branches", "status", "comment", "check_run", "webhooks"}},
-	{ID: "scm.gitlab", DisplayName: "GitLab", Provider: "gitlab",
-		Description:  "GitLab.com or self-managed GitLab with a personal/project access token or a CI job token",
-		Capabilities: []string{"repos", "branches", "status", "comment", "webhooks"}},
-	{ID: "registry.harbor", DisplayName: "Harbor", Provider: "harbor",
-		Description:  "Harbor registry with a robot account",
-		Capabilities: []string{"repos", "tags", "digest", "manifest"}},
-	{ID: "registry.oci", DisplayName: "OCI registry", Provider: "oci",
-		Description:  "Any registry speaking the OCI distribution API",
-		Capabilities: []string{"repos", "tags", "digest", "manifest"}},
-	{ID: "test.inmemory", DisplayName: "In-memory (test double)", Provider: "inmemory",
-		Description:  "Deterministic double for tests and offline development",
-		Capabilities: []string{"repos", "branches", "tags", "status", "comment", "check_run"}},
-}
-
-// BuiltinTypes returns the built-in types with their config schemas.
+// BuiltinTypes returns the integration types of the connectors compiled
+// into this build, as the connectors declare them (config schema and
+// capabilities included), for seeding integration_types at start.
 func BuiltinTypes() ([]store.IntegrationType, error) {
-	out := make([]store.IntegrationType, 0, len(builtinTypes))
-	for _, t := range builtinTypes {
-		schema, err := schemas.ConfigSchema(t.ID)
-		if err != nil {
-			return nil, fmt.Errorf("catalog: config schema of %s: %w", t.ID, err)
+	infos := connectors.Default().Types()
+	out := make([]store.IntegrationType, 0, len(infos))
+	for _, in := range infos {
+		if len(in.ConfigSchema) == 0 {
+			return nil, fmt.Errorf("catalog: connector %s declares no config schema", in.Type)
 		}
-		t.ConfigSchema = json.RawMessage(schema)
-		t.Builtin = true
-		out = append(out, t)
+		out = append(out, store.IntegrationType{
+			ID: in.Type, DisplayName: in.DisplayName, Description: in.Description, Provider: in.Provider,
+			ConfigSchema: json.RawMessage(in.ConfigSchema), Capabilities: in.Capabilities, Builtin: true,
+		})
 	}
 	return out, nil
 }
