@@ -17,6 +17,8 @@ import (
 
 	"code.dny.dev/ssrf"
 
+	"inthub.dev/pkg/egress"
+
 	"inthub.dev/pkg/fault"
 )
 
@@ -234,7 +236,8 @@ func classifyNet(err error, elapsed time.Duration) error {
 		netErr   net.Error
 	)
 	switch {
-	case errors.Is(err, ssrf.ErrProhibitedIP), errors.Is(err, ssrf.ErrProhibitedPort),
+	case errors.Is(err, egress.ErrDenied),
+		errors.Is(err, ssrf.ErrProhibitedIP), errors.Is(err, ssrf.ErrProhibitedPort),
 		errors.Is(err, ssrf.ErrProhibitedNetwork), errors.Is(err, ssrf.ErrInvalidHostPort):
 		// The blocked address stays out of the message (it would tell
 		// what the host resolves to inside our network).

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/fault"
 )
 
@@ -224,19 +226,25 @@ func TestClassifyNetContext(t *testing.T) {
 func TestClassifyNetEgressPolicy(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(srv.Close)
-	guard := ssrf.New()
-	tr := &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Control: guard.Safe}).DialContext}
-	t.Cleanup(tr.CloseIdleConnections)
-	// By name, as users configure it: the message may name the host they
-	// typed, never the address it resolved to.
-	u := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
-	_, err := connectors.Do(&http.Client{Transport: tr, Timeout: 2 * time.Second}, req)
-	if fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "egress policy") {
-		t.Fatalf("err = %v (%v)", err, fault.ClassOf(err))
-	}
-	if strings.Contains(err.Error(), "127.0.0.1") {
-		t.Errorf("message names the blocked address: %q", err)
+	for name, control := range map[string]func(string, string, syscall.RawConn) error{
+		"ssrf guard":    ssrf.New().Safe,
+		"egress policy": egress.Policy{}.DialControl(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			tr := &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Control: control}).DialContext}
+			t.Cleanup(tr.CloseIdleConnections)
+			// By name, as users configure it: the message may name the
+			// host they typed, never the address it resolved to.
+			u := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
+			_, err := connectors.Do(&http.Client{Transport: tr, Timeout: 2 * time.Second}, req)
+			if fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "egress policy") {
+				t.Fatalf("err = %v (%v)", err, fault.ClassOf(err))
+			}
+			if strings.Contains(err.Error(), "127.0.0.1") {
+				t.Errorf("message names the blocked address: %q", err)
+			}
+		})
 	}
 }
 

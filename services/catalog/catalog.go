@@ -177,7 +177,29 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer fwdPool.Close()
 
-	st := store.New(app, store.WithLogger(s.log))
+	// The forwarder publishes without a spool: the outbox table already is
+	// the durable place for an event the bus cannot take yet.
+	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Logger: s.log, SkipValidation: true})
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+	fwd, err := outbox.New(outbox.Config{Pool: fwdPool, Publisher: pub, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("catalog: outbox: %w", err)
+	}
+	// On the forwarder's pool, not the requests': a notify never waits
+	// behind requests for a connection, and after PostgreSQL restarts it
+	// does not leave the app pool with more dead connections to trip over.
+	notifier, err := outbox.NewNotifier(fwdPool, 0, s.log)
+	if err != nil {
+		return fmt.Errorf("catalog: outbox: %w", err)
+	}
+	// After a write that produced events: this replica's forwarder starts at
+	// once, and one debounced NOTIFY wakes the other replicas'. Nothing
+	// notifies inside the write's transaction (see package outbox).
+	st := store.New(app, store.WithLogger(s.log),
+		store.WithAfterCommit(func() { fwd.Poke(); notifier.Notify() }))
 	authn, err := auth.New(ctx, s.cfg.Auth)
 	if err != nil {
 		return fmt.Errorf("catalog: auth: %w", err)
@@ -203,17 +225,6 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("catalog: api: %w", err)
-	}
-	// The forwarder publishes without a spool: the outbox table already is
-	// the durable place for an event the bus cannot take yet.
-	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Logger: s.log, SkipValidation: true})
-	if err != nil {
-		return err
-	}
-	defer pub.Close()
-	fwd, err := outbox.New(outbox.Config{Pool: fwdPool, Publisher: pub, Logger: s.log})
-	if err != nil {
-		return fmt.Errorf("catalog: outbox: %w", err)
 	}
 	consumer, err := health.NewConsumer(s.js, st, s.log, nil)
 	if err != nil {
@@ -242,6 +253,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error { return ignoreCanceled(fwd.Run(gctx)) })
+	g.Go(func() error { return ignoreCanceled(notifier.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(consumer.Run(gctx)) })
 	close(s.ready)
 	s.log.Info("catalog listening", "addr", s.addr.String())

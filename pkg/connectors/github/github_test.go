@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -388,5 +389,46 @@ func TestCallerCancel(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a cancelled call did not return")
+	}
+}
+
+// Health checks, discovery and tests at once, with a token that is due at
+// every call: the key holder, the token source and ghinstallation are
+// shared by all of them (run with -race).
+func TestConcurrentCalls(t *testing.T) {
+	srv := githubtest.New(t, githubtest.Options{TokenTTL: 30 * time.Second})
+	c, _ := newConn(t, srv, nil)
+	errs := make(chan string, 64)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 4 {
+				switch i % 4 {
+				case 0:
+					if r := c.CheckHealth(t.Context()); r.Status != connectors.StatusHealthy {
+						errs <- "health: " + r.Message
+					}
+				case 1:
+					if _, err := c.ListRepositories(t.Context(), connectors.ListOptions{Limit: 2}); err != nil {
+						errs <- "repos: " + err.Error()
+					}
+				case 2:
+					if _, err := c.ListTags(t.Context(), "acme/api", connectors.ListOptions{}); err != nil {
+						errs <- "tags: " + err.Error()
+					}
+				case 3:
+					if r := c.TestConnection(t.Context()); r.Status != connectors.StatusHealthy {
+						errs <- "test: " + r.Message
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

@@ -34,8 +34,8 @@
 // # How rows flow
 //
 // Each row carries partition = Partition(aggregate id). A forwarder pass,
-// woken by LISTEN inthub_outbox (the outbox_notify trigger fires at commit)
-// or by a slow poll, takes each partition that has rows in its own
+// woken by Poke, by LISTEN inthub_outbox or by a slow poll (see Waking
+// forwarders), takes each partition that has rows in its own
 // transaction: pg_try_advisory_xact_lock(LockClass, partition) — if another
 // replica holds it, skip, as FOR UPDATE SKIP LOCKED would for rows — then
 // the oldest Batch rows by id, publish them in id order waiting for each JetStream ack, stop at the first
@@ -53,6 +53,32 @@
 // passed by an offset, so a late commit with a lower id is simply found on
 // the next pass, and the advisory lock makes one forwarder at a time the
 // owner of a partition.
+//
+// # Waking forwarders
+//
+// Nothing on the commit path of a write notifies. The first version had a
+// trigger run pg_notify in every transaction that wrote an outbox row; a
+// notifying transaction holds PostgreSQL's cluster-wide notify-queue lock
+// from pre-commit until its commit record is flushed, so the catalog's
+// writes queued on that lock one WAL flush at a time and stopped sharing
+// flushes (group commit): the outbox carried a fifth to a third of the
+// writes the same transactions managed without it (BenchmarkOutbox,
+// docs/benchmarks.md). Migration 0002 dropped the trigger.
+//
+// Instead, after a commit that wrote outbox rows the store calls back
+// (store.WithAfterCommit) and the catalog does two things there:
+//
+//   - (*Forwarder).Poke wakes its own replica's forwarder in process: no
+//     round trip, so the replica that took the write usually publishes it;
+//   - (*Notifier).Notify asks for one NOTIFY on channel inthub_outbox, in its
+//     own statement, debounced to at most one per window (5 ms), which
+//     wakes the other replicas' forwarders through their LISTEN connection.
+//     Those matter when this replica cannot forward a partition because
+//     another one holds it, or when this replica stops before forwarding.
+//
+// Every forwarder still polls (Config.PollEvery) for wake-ups lost to a
+// crash between commit and callback, a failed notify, or a LISTEN
+// connection that was down.
 //
 // # Spool or not
 //

@@ -19,7 +19,8 @@ import (
 	"inthub.dev/pkg/fault"
 )
 
-// Channel is the LISTEN/NOTIFY channel of the outbox_notify trigger.
+// Channel is the LISTEN/NOTIFY channel that wakes forwarders; a Notifier
+// sends on it.
 const Channel = "inthub_outbox"
 
 // Publisher is what the forwarder publishes through: *bus.Publisher, or a
@@ -222,7 +223,12 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (f *Forwarder) poke() {
+// Poke wakes the forwarder for a pass now, without waiting for a
+// notification or the poll: the catalog calls it after each commit that
+// wrote outbox rows, so its own replica starts forwarding without a round
+// trip through PostgreSQL. It never blocks and is safe from any goroutine;
+// pokes while a pass runs fold into one more pass.
+func (f *Forwarder) Poke() {
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -263,12 +269,12 @@ func (f *Forwarder) listenOnce(ctx context.Context, bo backoff.BackOff) error {
 	bo.Reset()
 	// Rows committed while nobody listened sent their notifications to
 	// no one.
-	f.poke()
+	f.Poke()
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		f.poke()
+		f.Poke()
 	}
 }
 

@@ -52,6 +52,11 @@ type env struct {
 	app   *pgxpool.Pool // inthub_app: what the catalog's requests use
 	owner *pgxpool.Pool
 
+	// afterCommit, if set, runs after each committed transaction, as the
+	// store's WithAfterCommit callback does in the catalog. Set it before
+	// the first write.
+	afterCommit func()
+
 	mu     sync.Mutex
 	ledger map[string]entry // event id → what was committed
 }
@@ -126,7 +131,7 @@ func (e *env) forwarder(cfg outbox.Config) *outbox.Forwarder {
 }
 
 // run runs f until the test ends; Run must return nil when stopped.
-func run(t testing.TB, f *outbox.Forwarder) {
+func run(t testing.TB, f interface{ Run(context.Context) error }) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -134,20 +139,34 @@ func run(t testing.TB, f *outbox.Forwarder) {
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("forwarder Run: %v", err)
+			t.Errorf("%T Run: %v", f, err)
 		}
 	})
+}
+
+// notifier builds a Notifier on pool with the default window.
+func notifier(t testing.TB, pool *pgxpool.Pool) *outbox.Notifier {
+	t.Helper()
+	n, err := outbox.NewNotifier(pool, 0, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // inTenant runs fn in a transaction of the catalog's role with the tenant
 // set for this transaction only, as the catalog does.
 func (e *env) inTenant(ctx context.Context, tenant string, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, e.app, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, e.app, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, tenant); err != nil {
 			return err
 		}
 		return fn(tx)
 	})
+	if err == nil && e.afterCommit != nil {
+		e.afterCommit()
+	}
+	return err
 }
 
 func (e *env) record(ev events.Event, tenant, aggregate string, key int64) {

@@ -70,6 +70,9 @@ func TestNewRefusesMissingDependencies(t *testing.T) {
 		{"no publisher", outbox.Config{Pool: pool}, "Publisher is nil"},
 		{"bad listen url", outbox.Config{Pool: pool, Publisher: &countingPublisher{}, ListenURL: "postgres://%zz"}, "ListenURL"},
 	}
+	if _, err := outbox.NewNotifier(nil, 0, nil); err == nil || !strings.Contains(err.Error(), "needs a pool") {
+		t.Errorf("NewNotifier(nil): %v, want an error about the pool", err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := outbox.New(tt.cfg)
@@ -104,8 +107,13 @@ func TestInsert(t *testing.T) {
 		{name: "aggregate id upper case is canonicalised", setTenant: tenant, aggregate: strings.ToUpper(agg)},
 		{name: "aggregate not a uuid", setTenant: tenant, aggregate: "integration-1", want: "aggregate id"},
 		{name: "event without tenant", setTenant: tenant, aggregate: agg, mutate: func(ev *events.Event) { ev.TenantID = "" }, want: "tenant id"},
-		{name: "payload breaks its schema", setTenant: tenant, aggregate: agg,
-			mutate: func(ev *events.Event) { ev.Data = json.RawMessage(`{"id":"nope"}`) }, want: "data"},
+		{name: "event without type", setTenant: tenant, aggregate: agg, mutate: func(ev *events.Event) { ev.Type = "" }, want: "no type"},
+		{name: "data not JSON", setTenant: tenant, aggregate: agg,
+			mutate: func(ev *events.Event) { ev.Data = json.RawMessage(`{"id":`) }, want: "unexpected end of JSON"},
+		// Insert trusts events.New's validation (its doc says so):
+		// consumers validate again and dead-letter what breaks its schema.
+		{name: "payload breaking its schema is written as given", setTenant: tenant, aggregate: agg,
+			mutate: func(ev *events.Event) { ev.Data = json.RawMessage(`{"id":"nope"}`) }},
 		{name: "tenant not set: row-level security refuses", aggregate: agg, want: "row-level security"},
 		{name: "another tenant set: row-level security refuses", setTenant: tenants[1], aggregate: agg, want: "row-level security"},
 	}
@@ -153,6 +161,7 @@ func TestInsert(t *testing.T) {
 func TestForwarderDeliversEveryEventOnceInOrder(t *testing.T) {
 	e := newEnv(t)
 	f := e.forwarder(outbox.Config{})
+	e.afterCommit = f.Poke
 	run(t, f)
 	if err := e.workload(context.Background(), 50, 9, false); err != nil {
 		t.Fatal(err)
@@ -172,6 +181,7 @@ func TestForwarderDeliversEveryEventOnceInOrder(t *testing.T) {
 func TestForwarderSurvivesNATSOutage(t *testing.T) {
 	e := newEnv(t)
 	f := e.forwarder(outbox.Config{})
+	e.afterCommit = f.Poke
 	run(t, f)
 
 	e.srv.Stop()
@@ -244,6 +254,8 @@ func TestTwoForwardersPublishNothingTwice(t *testing.T) {
 		run(t, f)
 		fs = append(fs, f)
 	}
+	// Both replicas woken by every commit: the most chances to collide.
+	e.afterCommit = func() { fs[0].Poke(); fs[1].Poke() }
 	if err := e.workload(context.Background(), 50, 9, true); err != nil {
 		t.Fatal(err)
 	}
@@ -268,12 +280,16 @@ func TestTwoForwardersPublishNothingTwice(t *testing.T) {
 
 // The forwarder's database connections are killed mid-run, several times;
 // it reconnects on its own (pool and LISTEN connection) and delivers
-// everything once. PollEvery is an hour, so the LISTEN connection has to
-// come back too.
+// everything once. PollEvery is an hour and nothing pokes it in process:
+// the writes reach it only as another replica's would, through a
+// Notifier's NOTIFY, so the LISTEN connection has to come back too.
 func TestForwarderRecoversFromDatabaseOutage(t *testing.T) {
 	e := newEnv(t)
 	f := e.forwarder(outbox.Config{PollEvery: time.Hour, Batch: 10})
+	n := notifier(t, e.app)
+	e.afterCommit = n.Notify
 	run(t, f)
+	run(t, n)
 	ctx := context.Background()
 
 	done := make(chan error, 1)
@@ -312,13 +328,15 @@ func (e *env) terminateForwarder() int {
 	return n
 }
 
-// With the poll set to an hour, a committed row is published within
-// seconds: NOTIFY at commit wakes the forwarder.
+// With the poll set to an hour, a row committed by another replica is
+// published within seconds of that replica's Notifier sending NOTIFY: the
+// LISTEN connection wakes the forwarder.
 func TestListenWakesForwarder(t *testing.T) {
 	e := newEnv(t)
 	f := e.forwarder(outbox.Config{PollEvery: time.Hour})
 	run(t, f)
-	// The first pass runs at start; wait until the forwarder listens.
+	// Wait until the forwarder listens, then until its start-up passes
+	// (Run's first, and the one after LISTEN) are over: passes hold still.
 	eventually(t, 10*time.Second, func() string { return "no LISTEN connection" }, func() bool {
 		var n int
 		err := e.owner.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
@@ -326,13 +344,32 @@ func TestListenWakesForwarder(t *testing.T) {
 		return err == nil && n == 1
 	})
 	passes := f.Stats().Passes
+	still := time.Now()
+	eventually(t, 10*time.Second, func() string { return fmt.Sprintf("passes keep coming: %+v", f.Stats()) }, func() bool {
+		if p := f.Stats().Passes; p != passes {
+			passes, still = p, time.Now()
+		}
+		return time.Since(still) >= 300*time.Millisecond
+	})
+
+	// The other replica: its commit (no Poke reaches this forwarder)...
 	if _, err := e.create(context.Background(), tenants[0], "woken"); err != nil {
 		t.Fatal(err)
 	}
+	if n := e.outboxRows(); n != 1 {
+		t.Fatalf("outbox holds %d rows before any notification, want 1 (was the forwarder woken otherwise?)", n)
+	}
+	// ...and its notifier.
+	n := notifier(t, pgtest.Pool(t, e.db.AppURL))
+	run(t, n)
+	n.Notify()
 	e.waitDelivered(5 * time.Second)
 	e.verify()
 	if s := f.Stats(); s.Passes <= passes {
 		t.Errorf("published without a new pass? stats %+v", s)
+	}
+	if s := n.Stats(); s.Sent != 1 || s.Failed != 0 {
+		t.Errorf("notifier stats %+v, want 1 sent", s)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,6 +56,12 @@ type Store struct {
 	// is a field so that the shared outbox package can replace the local
 	// helper without touching the callers.
 	insertOutbox func(ctx context.Context, tx pgx.Tx, ev events.Event, aggregateID string) error
+
+	// afterCommit runs after a committed InTenant transaction that may
+	// have written outbox rows (see WithAfterCommit); outboxWrites counts
+	// the rows written, which is how InTenant tells.
+	afterCommit  func()
+	outboxWrites atomic.Uint64
 }
 
 // Option configures a Store.
@@ -89,6 +96,18 @@ func WithSource(source string) Option {
 	}
 }
 
+// WithAfterCommit sets fn to run after every InTenant transaction that
+// wrote an outbox event and committed; the catalog wakes the outbox
+// forwarders there, so that no write's transaction has to notify. fn runs
+// on the caller's goroutine, so it must be cheap and never block. It may
+// also run after a transaction that wrote no event but overlapped one that
+// did (InTenant compares a counter of outbox writes before and after), and
+// it is skipped when the commit fails, even if the commit in fact landed:
+// callers treat it as a hint, not as a record of commits.
+func WithAfterCommit(fn func()) Option {
+	return func(s *Store) { s.afterCommit = fn }
+}
+
 // New returns a Store on app, a pool that connects as inthub_app (a role
 // that owns no table and cannot bypass row-level security).
 func New(app *pgxpool.Pool, opts ...Option) *Store {
@@ -101,6 +120,11 @@ func New(app *pgxpool.Pool, opts ...Option) *Store {
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	insert := s.insertOutbox
+	s.insertOutbox = func(ctx context.Context, tx pgx.Tx, ev events.Event, aggregateID string) error {
+		s.outboxWrites.Add(1)
+		return insert(ctx, tx, ev, aggregateID)
 	}
 	return s
 }
@@ -124,8 +148,15 @@ func (s *Store) InTenant(ctx context.Context, tenantID string, fn func(pgx.Tx) e
 	if err != nil {
 		return err
 	}
+	writes := s.outboxWrites.Load()
 	for attempt := 1; ; attempt++ {
 		err = s.inTenantOnce(ctx, tid, fn)
+		if err == nil && s.afterCommit != nil && s.outboxWrites.Load() != writes {
+			s.afterCommit()
+		}
+		if errors.As(err, new(lostBeforeWork)) {
+			s.pool.Reset() // see read
+		}
 		if err == nil || !retryable(err) || attempt >= maxAttempts {
 			return err
 		}
@@ -205,6 +236,9 @@ func retryable(err error) bool {
 func (s *Store) read(ctx context.Context, fn func() error) error {
 	err := fn()
 	if err != nil && errors.As(startErr(err), new(lostBeforeWork)) && ctx.Err() == nil {
+		// One dead connection usually means the server restarted and
+		// every idle one is dead too: drop them all, then try once more.
+		s.pool.Reset()
 		err = fn()
 	}
 	return err

@@ -37,6 +37,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -224,6 +226,9 @@ func New(tb testing.TB, o Options) *Server {
 	cert, pool := selfSigned(tb, o.Hosts)
 	s.pool = pool
 	s.srv = httptest.NewUnstartedServer(s.routes())
+	// Refused handshakes (the TLS fault tests) are expected: not noise
+	// for the test log.
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	s.srv.StartTLS()
 	tb.Cleanup(s.Close)
