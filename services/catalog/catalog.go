@@ -23,11 +23,14 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"inthub.dev/migrations"
+	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/bus"
+	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/services/catalog/api"
 	"inthub.dev/services/catalog/auth"
 	"inthub.dev/services/catalog/configcheck"
+	"inthub.dev/services/catalog/connect"
 	"inthub.dev/services/catalog/health"
 	"inthub.dev/services/catalog/outbox"
 	"inthub.dev/services/catalog/store"
@@ -52,6 +55,12 @@ type Config struct {
 	Streams        bus.StreamSettings
 	Auth           auth.Config
 	Egress         egress.Policy
+	// Vault enables authref://vault references (address, token, token
+	// file or AppRole); nil leaves them unresolvable, with a clear error.
+	Vault *authref.VaultConfig
+	// SecretFileRoot confines authref://file references to a directory;
+	// empty allows any absolute path the process can read.
+	SecretFileRoot string
 	Logger         *slog.Logger
 }
 
@@ -211,8 +220,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	builder, err := s.newConnectors(st, reg)
+	if err != nil {
+		return err
+	}
+	defer builder.Close()
 	handler, _, err := api.New(api.Deps{
-		Store: st, Auth: authn, Checker: checker, Metrics: reg, Logger: s.log,
+		Store: st, Auth: authn, Checker: checker, Connectors: builder, Metrics: reg, Logger: s.log,
 		Ready: []api.Readiness{
 			func(ctx context.Context) error { return app.Ping(ctx) },
 			func(context.Context) error {
@@ -258,6 +272,35 @@ func (s *Service) Run(ctx context.Context) error {
 	close(s.ready)
 	s.log.Info("catalog listening", "addr", s.addr.String())
 	return g.Wait()
+}
+
+// newConnectors builds what the test, health-check and resources endpoints
+// call providers with: one AuthRef resolver whose every resolution is
+// audited in the store, and the connector builder under the egress policy.
+func (s *Service) newConnectors(st *store.Store, reg prometheus.Registerer) (*connect.Builder, error) {
+	audit := connect.NewAudit(st, s.log)
+	if err := audit.Register(reg); err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	opts := []authref.Option{authref.WithHook(audit.Hook), authref.WithLogger(s.log)}
+	if s.cfg.Vault != nil {
+		opts = append(opts, authref.WithVault(*s.cfg.Vault))
+	}
+	if s.cfg.SecretFileRoot != "" {
+		opts = append(opts, authref.WithFileRoot(s.cfg.SecretFileRoot))
+	}
+	resolver := authref.NewResolver(opts...)
+	if err := resolver.Validate(); err != nil {
+		return nil, fmt.Errorf("catalog: secrets: %w", err)
+	}
+	builder, err := connect.New(connectors.Default(), resolver, s.cfg.Egress, connect.WithLogger(s.log))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	if err := builder.Register(reg); err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	return builder, nil
 }
 
 func ignoreCanceled(err error) error {

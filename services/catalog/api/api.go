@@ -64,6 +64,9 @@ type Deps struct {
 	// Checker validates an integration's config against its type's schema,
 	// the secret rules and the egress policy.
 	Checker *configcheck.Checker
+	// Connectors runs the operations that call a provider (test,
+	// health-check, resources): *connect.Builder. Nil answers them 500.
+	Connectors Connectors
 	// Ready are the readiness checks of /readyz (PostgreSQL ping, NATS).
 	Ready []Readiness
 	// Metrics receives the API's collectors and is served at /metrics;
@@ -83,10 +86,12 @@ var strictCasing sync.Once
 type server struct {
 	store   Store
 	checker *configcheck.Checker
-	ready   []Readiness
-	log     *slog.Logger
-	metrics *metrics
-	api     huma.API
+	// connectors may be nil (see Deps.Connectors).
+	connectors Connectors
+	ready      []Readiness
+	log        *slog.Logger
+	metrics    *metrics
+	api        huma.API
 	// mux records every pattern it is given, so that a test can compare
 	// the router with the document.
 	mux *recordingMux
@@ -136,12 +141,13 @@ func newServer(d Deps) (*server, error) {
 		return nil, err
 	}
 	s := &server{
-		store:   d.Store,
-		checker: d.Checker,
-		ready:   d.Ready,
-		log:     logger,
-		metrics: m,
-		mux:     newRecordingMux(),
+		store:      d.Store,
+		checker:    d.Checker,
+		connectors: d.Connectors,
+		ready:      d.Ready,
+		log:        logger,
+		metrics:    m,
+		mux:        newRecordingMux(),
 	}
 
 	s.api = humago.New(s.mux, s.config())
@@ -149,6 +155,7 @@ func newServer(d Deps) (*server, error) {
 
 	s.registerIntegrations()
 	s.registerHealth()
+	s.registerConnect()
 	s.registerTypes()
 	s.registerProfiles()
 	s.registerProbes()

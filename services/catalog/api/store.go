@@ -7,6 +7,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/jackc/pgx/v5"
 
+	"inthub.dev/events"
 	"inthub.dev/services/catalog/store"
 )
 
@@ -21,6 +22,7 @@ type Store interface {
 	UpdateIntegration(ctx context.Context, tenantID, actor, id string, ifVersion int64, in store.IntegrationInput) (store.Integration, error)
 	DeleteIntegration(ctx context.Context, tenantID, actor, id string, ifVersion int64) (store.Integration, error)
 	HealthHistory(ctx context.Context, tenantID, integrationID string, limit int, cursor string) (*store.HealthCheck, []store.HealthCheck, string, error)
+	RecordHealth(ctx context.Context, ev events.Event) (changed bool, err error)
 
 	Idempotent(ctx context.Context, tenantID, key, requestHash string, do func(tx pgx.Tx) (store.IdempotentResponse, error)) (store.IdempotentResponse, bool, error)
 
