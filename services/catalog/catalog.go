@@ -26,13 +26,14 @@ import (
 	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/connect"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/services/catalog/api"
 	"inthub.dev/services/catalog/auth"
 	"inthub.dev/services/catalog/configcheck"
-	"inthub.dev/services/catalog/connect"
 	"inthub.dev/services/catalog/health"
 	"inthub.dev/services/catalog/outbox"
+	"inthub.dev/services/catalog/secretaudit"
 	"inthub.dev/services/catalog/store"
 )
 
@@ -278,7 +279,7 @@ func (s *Service) Run(ctx context.Context) error {
 // call providers with: one AuthRef resolver whose every resolution is
 // audited in the store, and the connector builder under the egress policy.
 func (s *Service) newConnectors(st *store.Store, reg prometheus.Registerer) (*connect.Builder, error) {
-	audit := connect.NewAudit(st, s.log)
+	audit := secretaudit.New(st, s.log)
 	if err := audit.Register(reg); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}

@@ -15,8 +15,8 @@ import (
 
 	"inthub.dev/events"
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/connect"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/services/catalog/connect"
 	"inthub.dev/services/catalog/store"
 )
 
@@ -24,12 +24,30 @@ import (
 // (*connect.Builder in production). Provider failures are results or
 // *connect.ProviderError values, never 5xx of the catalog.
 type Connectors interface {
-	Test(ctx context.Context, it store.Integration, fresh bool) (connect.TestOutcome, error)
-	CheckHealth(ctx context.Context, it store.Integration) (connect.HealthOutcome, error)
-	Resources(ctx context.Context, it store.Integration, q connect.ResourceQuery) (connect.ResourcePage, error)
+	Test(ctx context.Context, it events.Integration, fresh bool) (connect.TestOutcome, error)
+	CheckHealth(ctx context.Context, it events.Integration) (connect.HealthOutcome, error)
+	Resources(ctx context.Context, it events.Integration, q connect.ResourceQuery) (connect.ResourcePage, error)
 }
 
 var _ Connectors = (*connect.Builder)(nil)
+
+// connectorView is the integration as the connector builder takes it (the
+// same fields as integration.created and .updated carry).
+func connectorView(it store.Integration) events.Integration {
+	return events.Integration{
+		ID:           it.ID,
+		TenantID:     it.TenantID,
+		Type:         it.Type,
+		Name:         it.Name,
+		Config:       it.Config,
+		AuthRef:      it.AuthRef,
+		Status:       it.Status,
+		HealthStatus: events.HealthStatus(it.HealthStatus),
+		Version:      it.Version,
+		CreatedAt:    it.CreatedAt,
+		UpdatedAt:    it.UpdatedAt,
+	}
+}
 
 // healthSource is the CloudEvents source of the health checks the API
 // runs: the catalog's own, as the outbox events it writes.
@@ -232,7 +250,7 @@ func (s *server) testIntegration(ctx context.Context, in *testInput) (*testOutpu
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.connectors.Test(ctx, it, in.Fresh)
+	out, err := s.connectors.Test(ctx, connectorView(it), in.Fresh)
 	if err != nil {
 		return nil, s.connectFail(ctx, it, err)
 	}
@@ -255,7 +273,7 @@ func (s *server) checkIntegrationHealth(ctx context.Context, in *healthCheckInpu
 		return nil, problem(http.StatusConflict, "the integration is disabled", "path.id",
 			"a disabled integration is not health-checked; enable it first, or use POST .../test")
 	}
-	out, err := s.connectors.CheckHealth(ctx, it)
+	out, err := s.connectors.CheckHealth(ctx, connectorView(it))
 	if err != nil {
 		return nil, s.connectFail(ctx, it, err)
 	}
@@ -309,7 +327,7 @@ func (s *server) listResources(ctx context.Context, in *resourcesInput) (*resour
 	if in.Kind == connect.KindRepos {
 		repo = ""
 	}
-	page, err := s.connectors.Resources(ctx, it, connect.ResourceQuery{
+	page, err := s.connectors.Resources(ctx, connectorView(it), connect.ResourceQuery{
 		Kind: in.Kind, Repo: repo, Limit: in.Limit, Cursor: in.Cursor, Fresh: in.Fresh,
 	})
 	var pe *connect.ProviderError

@@ -22,12 +22,13 @@ import (
 	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/connectors"
 	_ "inthub.dev/pkg/connectors/builtin" // the providers the catalog ships
+	"inthub.dev/pkg/connectors/connect"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/pgtest"
 	"inthub.dev/schemas"
 	"inthub.dev/services/catalog/auth"
 	"inthub.dev/services/catalog/configcheck"
-	"inthub.dev/services/catalog/connect"
+	"inthub.dev/services/catalog/secretaudit"
 	"inthub.dev/services/catalog/store"
 )
 
@@ -80,7 +81,7 @@ func newConnectEnv(tb testing.TB, policy egress.Policy) *connectEnv {
 		tb.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	audit := connect.NewAudit(st, discardLogger())
+	audit := secretaudit.New(st, discardLogger())
 	if err := audit.Register(reg); err != nil {
 		tb.Fatal(err)
 	}

@@ -21,12 +21,12 @@ import (
 
 	"go.uber.org/goleak"
 
+	"inthub.dev/events"
 	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/inmemory"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/services/catalog/store"
 )
 
 func TestMain(m *testing.M) {
@@ -233,23 +233,6 @@ func TestTimeoutOf(t *testing.T) {
 	}
 }
 
-// fakeAuditor records audit rows, failing when told to.
-type fakeAuditor struct {
-	mu   sync.Mutex
-	rows []store.SecretResolution
-	fail bool
-}
-
-func (a *fakeAuditor) AuditSecretResolution(_ context.Context, r store.SecretResolution) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.fail {
-		return errors.New("database down")
-	}
-	a.rows = append(a.rows, r)
-	return nil
-}
-
 type logBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -267,17 +250,47 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// TestSecretsAuditedPerIntegration: a connector's resolutions reach the
-// hook with its tenant, integration and actor; a failing audit is logged
-// and the call goes on; the secret is in no row and no log line.
-func TestSecretsAuditedPerIntegration(t *testing.T) {
+// resolution is what the resolver's hook saw.
+type resolution struct {
+	call       Call
+	attributed bool
+	ref        string
+	failed     bool
+}
+
+// hookRecorder is a resolver hook that records the call of each
+// resolution, as an auditing hook (the catalog's) reads it.
+type hookRecorder struct {
+	mu   sync.Mutex
+	seen []resolution
+}
+
+func (h *hookRecorder) hook(ctx context.Context, r authref.Resolution) {
+	c, ok := CallFrom(ctx)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, resolution{call: c, attributed: ok, ref: r.Ref, failed: r.Err != nil})
+}
+
+func (h *hookRecorder) take() []resolution {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.seen
+	h.seen = nil
+	return out
+}
+
+// TestSecretsAttributedPerIntegration: a connector's resolutions reach the
+// resolver's hook with its tenant, integration and actor (none when no
+// actor is named); a resolution outside a Builder's call is not
+// attributed; the secret is in no log line.
+func TestSecretsAttributedPerIntegration(t *testing.T) {
 	const secret = "connect-secret-9d1e"
 	t.Setenv("INTHUB_CONNECT_TEST_TOKEN", secret)
 	var logs logBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	aud := &fakeAuditor{}
-	audit := NewAudit(aud, log)
-	resolver := authref.NewResolver(authref.WithHook(audit.Hook), authref.WithLogger(log))
+	rec := &hookRecorder{}
+	resolver := authref.NewResolver(authref.WithHook(rec.hook), authref.WithLogger(log))
 	reg := connectors.NewRegistry()
 	reg.Register(inmemory.Info(nil), inmemory.New)
 	b, err := New(reg, resolver, egress.Policy{}, WithLogger(log))
@@ -285,37 +298,35 @@ func TestSecretsAuditedPerIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	it := store.Integration{ID: "0b5c7d1e-8f7a-4c3b-9a2d-1e2f3a4b5c6d", TenantID: "6f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+	it := events.Integration{ID: "0b5c7d1e-8f7a-4c3b-9a2d-1e2f3a4b5c6d", TenantID: "6f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
 		Type: inmemory.Type, Version: 1, Config: json.RawMessage(`{"token":"authref://env/INTHUB_CONNECT_TEST_TOKEN"}`)}
-	ctx := WithActor(context.Background(), "alice")
+	const ref = "authref://env/INTHUB_CONNECT_TEST_TOKEN"
 
-	out, err := b.Test(ctx, it, false)
+	out, err := b.Test(WithActor(context.Background(), "alice"), it, false)
 	if err != nil || out.Result.Status != connectors.StatusHealthy {
 		t.Fatalf("test: %v %+v", err, out.Result)
 	}
-	aud.mu.Lock()
-	rows := append([]store.SecretResolution(nil), aud.rows...)
-	aud.fail = true
-	aud.mu.Unlock()
-	if len(rows) != 1 || rows[0].TenantID != it.TenantID || rows[0].IntegrationID != it.ID || rows[0].Actor != "alice" ||
-		rows[0].Ref != "authref://env/INTHUB_CONNECT_TEST_TOKEN" || rows[0].Failed {
-		t.Fatalf("audit rows %+v", rows)
+	want := Call{TenantID: it.TenantID, IntegrationID: it.ID, Actor: "alice"}
+	if seen := rec.take(); len(seen) != 1 || !seen[0].attributed || seen[0].call != want || seen[0].ref != ref || seen[0].failed {
+		t.Fatalf("resolutions %+v, want one for %+v", seen, want)
 	}
 
-	// The audit fails: the health check still runs, the failure is logged.
-	h, err := b.CheckHealth(ctx, it)
+	// A scheduled check names no actor.
+	h, err := b.CheckHealth(context.Background(), it)
 	if err != nil || h.Result.Status != connectors.StatusHealthy {
-		t.Fatalf("health with a failing audit: %v %+v", err, h.Result)
+		t.Fatalf("health: %v %+v", err, h.Result)
 	}
-	if !strings.Contains(logs.String(), "audit of a secret resolution failed") {
-		t.Error("the failed audit was not logged")
+	want.Actor = ""
+	if seen := rec.take(); len(seen) != 1 || !seen[0].attributed || seen[0].call != want {
+		t.Fatalf("resolutions %+v, want one for %+v", seen, want)
 	}
-	// A resolution outside a Builder's call is not audited, and says so.
-	if _, err := resolver.Resolve(context.Background(), "authref://env/INTHUB_CONNECT_TEST_TOKEN"); err != nil {
+
+	// A resolution outside a Builder's call has no Call.
+	if _, err := resolver.Resolve(context.Background(), ref); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), "outside an integration call") {
-		t.Error("an unattributed resolution was not logged")
+	if seen := rec.take(); len(seen) != 1 || seen[0].attributed {
+		t.Fatalf("resolution outside a call: %+v", seen)
 	}
 	if strings.Contains(logs.String(), secret) {
 		t.Error("the logs contain the secret")
@@ -331,7 +342,7 @@ func TestNoConnectorAndUnsupported(t *testing.T) {
 	}
 	defer b.Close()
 	ctx := context.Background()
-	it := store.Integration{ID: "0b5c7d1e-8f7a-4c3b-9a2d-1e2f3a4b5c6d", TenantID: "6f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b", Type: "scm.nope"}
+	it := events.Integration{ID: "0b5c7d1e-8f7a-4c3b-9a2d-1e2f3a4b5c6d", TenantID: "6f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b", Type: "scm.nope"}
 	if _, err := b.Test(ctx, it, false); !errors.Is(err, ErrNoConnector) {
 		t.Errorf("Test: %v", err)
 	}

@@ -1,13 +1,15 @@
-// Package connect builds connectors for the catalog's integrations and runs
-// the operations the API offers on them: test connection, an on-demand
-// health check, resource discovery.
+// Package connect builds the connector of one integration and runs the
+// operations services call providers for: test connection, a health
+// check, resource discovery. The catalog (on demand), the health poller
+// and the annotation worker share it, so that every call to a provider is
+// made the same way.
 //
 // A connector built here calls out only through an HTTP client that the
 // egress policy guards at dial time (no proxy, bounded redirects, a
 // timeout from the integration's timeoutSeconds, a response body limit),
-// and resolves its secrets through the catalog's authref.Resolver with the
-// tenant, the integration and the actor in the context, so that the
-// resolver's hook (see Audit) writes one audit row per resolution.
+// and resolves its secrets through the caller's authref.Resolver with the
+// tenant, the integration and the actor in the context (CallFrom), so that
+// the resolver's hook can attribute, and audit, every resolution.
 package connect
 
 import (
@@ -23,12 +25,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"inthub.dev/events"
 	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/cache"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/services/catalog/store"
 )
 
 // DefaultTimeout is the per-request timeout of an integration whose config
@@ -134,7 +136,9 @@ func WithClock(now func() time.Time) Option {
 
 // New returns a Builder that builds connectors of reg's types. resolver
 // resolves their AuthRefs (nil: any secret fails to resolve, permanently);
-// policy guards every outbound connection.
+// a hook given to it with authref.WithHook finds the tenant, the
+// integration and the actor of each resolution with CallFrom. policy
+// guards every outbound connection.
 func New(reg *connectors.Registry, resolver *authref.Resolver, policy egress.Policy, opts ...Option) (*Builder, error) {
 	if reg == nil {
 		return nil, errors.New("connect: a connector registry is required: pass connectors.Default()")
@@ -157,16 +161,16 @@ func New(reg *connectors.Registry, resolver *authref.Resolver, policy egress.Pol
 	b.discovery = cache.New[discoveryKey, ResourcePage](discOpts)
 	b.testDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "integrations_test_connection_duration_seconds",
-		Help:    "Duration of test connections run by the catalog (cache hits excluded), by provider.",
+		Help:    "Duration of test connections (cache hits excluded), by provider.",
 		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"provider"})
 	b.testTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "integrations_test_connection_total",
-		Help: "Test connections run by the catalog (cache hits excluded), by provider and result (success, failure).",
+		Help: "Test connections (cache hits excluded), by provider and result (success, failure).",
 	}, []string{"provider", "result"})
 	b.healthTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "integrations_health_check_total",
-		Help: "Health checks run by the catalog on demand, by provider and resulting status.",
+		Help: "Health checks run through a connector builder (the catalog's on demand, the poller's scheduled), by provider and resulting status.",
 	}, []string{"provider", "status"})
 	b.discoverySum = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "integrations_discovery_total",
@@ -213,20 +217,6 @@ func timeoutOf(config json.RawMessage) time.Duration {
 	return time.Duration(min(*c.TimeoutSeconds, 300)) * time.Second
 }
 
-// secrets resolves an integration's AuthRefs with its call in the context,
-// so that the resolver's hook knows whom to audit for.
-type secrets struct {
-	r *authref.Resolver
-	c call
-}
-
-func (s secrets) Resolve(ctx context.Context, ref string) ([]byte, error) {
-	if s.r == nil {
-		return nil, fault.Permanentf("no secret resolver is configured in the catalog")
-	}
-	return s.r.Resolve(withCall(ctx, s.c), ref)
-}
-
 // stageError says how far building a connector got: "config" (the
 // factory or Validate refused the config) or "auth" (Provision failed).
 type stageError struct {
@@ -241,8 +231,8 @@ func (e *stageError) Unwrap() error { return e.err }
 // caller closes it after use. An error wraps ErrNoConnector when the type
 // has no connector; any other error is classified (fault) and fit for the
 // user to read.
-func (b *Builder) Connector(ctx context.Context, it store.Integration) (connectors.Connector, error) {
-	c := call{TenantID: it.TenantID, IntegrationID: it.ID, Actor: actorFrom(ctx)}
+func (b *Builder) Connector(ctx context.Context, it events.Integration) (connectors.Connector, error) {
+	c := Call{TenantID: it.TenantID, IntegrationID: it.ID, Actor: actorFrom(ctx)}
 	ctx = withCall(ctx, c)
 	info, ok := b.reg.Lookup(it.Type)
 	if !ok {
@@ -293,14 +283,14 @@ func permanentIfUnknown(err error) error {
 
 // operationTimeout bounds a whole test or health check, several requests
 // each bounded by the per-request timeout.
-func operationTimeout(it store.Integration) time.Duration {
+func operationTimeout(it events.Integration) time.Duration {
 	return min(3*timeoutOf(it.Config)+5*time.Second, 5*time.Minute)
 }
 
 // run builds the connector and runs op on it. A failure to build is a
 // failed Result of the stage's capability; a panic in a connector (a
 // bug: connectors must not panic) is a failed Result too, not a crash.
-func (b *Builder) run(ctx context.Context, it store.Integration, op func(context.Context, connectors.Connector) connectors.Result) (res connectors.Result, err error) {
+func (b *Builder) run(ctx context.Context, it events.Integration, op func(context.Context, connectors.Connector) connectors.Result) (res connectors.Result, err error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, operationTimeout(it))
 	defer cancel()
@@ -320,7 +310,7 @@ func (b *Builder) run(ctx context.Context, it store.Integration, op func(context
 		if p := recover(); p != nil {
 			b.log.ErrorContext(ctx, "connector panicked", slog.String("tenantId", it.TenantID),
 				slog.String("integrationId", it.ID), slog.String("type", it.Type), slog.Any("panic", p))
-			res = connectors.FailedResult(start, "connector", fault.Permanentf("the connector failed unexpectedly; see the catalog's log"))
+			res = connectors.FailedResult(start, "connector", fault.Permanentf("the connector failed unexpectedly; see the service's log"))
 		}
 		_ = conn.Close()
 	}()
@@ -345,7 +335,7 @@ type testKey struct {
 // within the last two minutes for the same version of the integration
 // (cache.Test) unless fresh is set. Failures are results, not errors: the
 // error is only for a type without a connector (ErrNoConnector).
-func (b *Builder) Test(ctx context.Context, it store.Integration, fresh bool) (TestOutcome, error) {
+func (b *Builder) Test(ctx context.Context, it events.Integration, fresh bool) (TestOutcome, error) {
 	provider := b.Provider(it.Type)
 	if provider == "" {
 		return TestOutcome{}, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)
@@ -387,9 +377,10 @@ type HealthOutcome struct {
 	CheckedAt time.Time
 }
 
-// CheckHealth runs one health check of it now (never cached: it is what
-// the user asks for when the recorded health looks stale).
-func (b *Builder) CheckHealth(ctx context.Context, it store.Integration) (HealthOutcome, error) {
+// CheckHealth runs one health check of it now (never cached: a scheduled
+// check must see the provider, and an on-demand one is what the user asks
+// for when the recorded health looks stale).
+func (b *Builder) CheckHealth(ctx context.Context, it events.Integration) (HealthOutcome, error) {
 	provider := b.Provider(it.Type)
 	if provider == "" {
 		return HealthOutcome{}, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)
@@ -408,7 +399,7 @@ func (b *Builder) CheckHealth(ctx context.Context, it store.Integration) (Health
 	return HealthOutcome{Result: res, Provider: provider, CheckedAt: b.now().UTC()}, nil
 }
 
-func (b *Builder) logResult(ctx context.Context, op string, it store.Integration, provider string, res connectors.Result) {
+func (b *Builder) logResult(ctx context.Context, op string, it events.Integration, provider string, res connectors.Result) {
 	attrs := []any{slog.String("tenantId", it.TenantID), slog.String("integrationId", it.ID),
 		slog.String("provider", provider), slog.String("operation", op), slog.String("status", string(res.Status)),
 		slog.Int64("latencyMs", res.Latency.Milliseconds())}
@@ -472,7 +463,7 @@ func (b *Builder) Supports(typ, kind string) bool {
 // (*UnsupportedError), a provider failure (*ProviderError). A connector
 // that cannot be built (a bad config, credentials refused at provisioning)
 // is a *ProviderError too: the provider cannot be asked.
-func (b *Builder) Resources(ctx context.Context, it store.Integration, q ResourceQuery) (ResourcePage, error) {
+func (b *Builder) Resources(ctx context.Context, it events.Integration, q ResourceQuery) (ResourcePage, error) {
 	provider := b.Provider(it.Type)
 	if provider == "" {
 		return ResourcePage{}, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)

@@ -47,7 +47,7 @@ func newTransport(policy egress.Policy, log *slog.Logger) *http.Transport {
 				// The user reads a generic message; the operators' log gets
 				// the address and the rule (DeniedError's LogValue).
 				attrs := []any{slog.Any("denied", err)}
-				if k, ok := callFrom(ctx); ok {
+				if k, ok := CallFrom(ctx); ok {
 					attrs = append(attrs, slog.String("tenantId", k.TenantID), slog.String("integrationId", k.IntegrationID))
 				}
 				log.WarnContext(ctx, "egress policy refused a connection", attrs...)

@@ -1,4 +1,7 @@
-package connect
+// Package secretaudit audits, in the catalog's audit log, every AuthRef
+// resolution that a connector built by the shared connector builder
+// (inthub.dev/pkg/connectors/connect) makes for the catalog.
+package secretaudit
 
 import (
 	"context"
@@ -8,41 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"inthub.dev/pkg/authref"
+	"inthub.dev/pkg/connectors/connect"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/services/catalog/store"
 )
-
-// call is what a secret resolution is done for: it travels in the context
-// from the connector's call to the resolver's hook.
-type call struct {
-	TenantID      string
-	IntegrationID string
-	Actor         string
-}
-
-type callKey struct{}
-type actorKey struct{}
-
-func withCall(ctx context.Context, c call) context.Context {
-	return context.WithValue(ctx, callKey{}, c)
-}
-
-func callFrom(ctx context.Context) (call, bool) {
-	c, ok := ctx.Value(callKey{}).(call)
-	return c, ok
-}
-
-// WithActor names who asks for the connector operations done with ctx (the
-// API caller's subject); the audit rows of the secret resolutions carry
-// it. Without it they name the catalog itself.
-func WithActor(ctx context.Context, actor string) context.Context {
-	return context.WithValue(ctx, actorKey{}, actor)
-}
-
-func actorFrom(ctx context.Context) string {
-	a, _ := ctx.Value(actorKey{}).(string)
-	return a
-}
 
 // Auditor is where audit rows go (*store.Store).
 type Auditor interface {
@@ -62,8 +34,8 @@ type Audit struct {
 	counter *prometheus.CounterVec
 }
 
-// NewAudit returns the audit of secret resolutions into a; log may be nil.
-func NewAudit(a Auditor, log *slog.Logger) *Audit {
+// New returns the audit of secret resolutions into a; log may be nil.
+func New(a Auditor, log *slog.Logger) *Audit {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -97,10 +69,10 @@ func (a *Audit) Hook(ctx context.Context, r authref.Resolution) {
 	}
 	a.counter.WithLabelValues(scheme, result).Inc()
 
-	c, ok := callFrom(ctx)
+	c, ok := connect.CallFrom(ctx)
 	if !ok {
-		// Every resolution the catalog makes goes through a Builder, which
-		// sets the call; one that does not is a bug worth seeing.
+		// Every resolution the catalog makes goes through a connect.Builder,
+		// which sets the call; one that does not is a bug worth seeing.
 		a.log.WarnContext(ctx, "secret resolution outside an integration call: not audited",
 			slog.String("authRef", r.Ref))
 		return
