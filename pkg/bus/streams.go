@@ -108,8 +108,9 @@ func dlq(c jetstream.StreamConfig) jetstream.StreamConfig {
 	return c
 }
 
-// Provision creates or updates every stream. It is idempotent and safe to
-// call from every service at start.
+// Provision creates or updates every stream and KV bucket (ProvisionKV).
+// It is idempotent and safe to call from every service at start, so
+// whichever service starts first, the bucket its peers watch exists.
 func Provision(ctx context.Context, js jetstream.JetStream, s StreamSettings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("bus: stream settings: %w", err)
@@ -119,7 +120,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, s StreamSettings) er
 			return fmt.Errorf("bus: provision stream %s: %w", cfg.Name, err)
 		}
 	}
-	return nil
+	return ProvisionKV(ctx, js, s)
 }
 
 // StreamFor names the stream that stores subject, or "" if none does.

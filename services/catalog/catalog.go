@@ -194,7 +194,12 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer pub.Close()
-	fwd, err := outbox.New(outbox.Config{Pool: fwdPool, Publisher: pub, Logger: s.log})
+	// bus.Provision above created the bucket the forwarder keeps.
+	state, err := s.js.KeyValue(ctx, bus.BucketIntegrations)
+	if err != nil {
+		return fmt.Errorf("catalog: integrations bucket: %w", err)
+	}
+	fwd, err := outbox.New(outbox.Config{Pool: fwdPool, Publisher: pub, State: state, Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("catalog: outbox: %w", err)
 	}

@@ -90,6 +90,39 @@
 // event of the same integration directly while the earlier one still waits
 // in the first replica's spool, breaking order. The outbox is the spool.
 //
+// # The integrations bucket
+//
+// With Config.State set, the forwarder also keeps the JetStream KV bucket
+// bus.BucketIntegrations: right after a lifecycle row is published (and
+// before the row is deleted) it writes key <tenantId>.<integrationId> =
+// data.integration for integration.created and integration.updated, and a
+// delete marker for integration.deleted; integration.health_changed sets
+// healthStatus in the stored record. The health-poller and the annotation
+// worker watch the bucket (pkg/integrationset): one watch is their
+// snapshot at start and their feed of changes after it. Replaying the
+// INTEGRATIONS stream instead would miss every integration unchanged for
+// longer than the stream's MaxAge (7 days).
+//
+// Rows can reach the bucket more than once (a pass whose DELETE failed is
+// repeated), and a forwarder whose transaction timed out may still have a
+// write in flight when another replica takes the partition. So
+// every write is a compare-and-set on the key's revision, an event never
+// replaces a record of an equal or later version, and a delete marker is
+// final: a later created/updated of that id is ignored (ids are never
+// reused), which is also why the marker is kept (history 1 keeps exactly
+// one entry per key, the marker). A bucket write that fails is handled as
+// a failed publish: the row stays, the pass is retried with backoff, and
+// the repeated publish is dropped by the duplicate window. A write refused
+// for good (a payload that does not decode, a value over the server's size
+// limit) is logged and counted (Stats.StateSkipped) and does not block the
+// partition.
+//
+// Known gap: the bucket holds what the forwarder wrote since the bucket
+// existed. A catalog database older than the bucket, or a NATS store lost
+// while the database survived, leaves integrations out of it until each
+// one changes; rebuilding it needs a read of every tenant's integrations,
+// which the forwarder's role may not do.
+//
 // A row whose publish JetStream refuses for good (a permanent error, such as
 // a message over the stream's size limit) would block its partition for
 // ever; it is written to the dead-letter subject (dlq.<subject>) with the

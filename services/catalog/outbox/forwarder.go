@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/fault"
@@ -44,6 +45,11 @@ type Config struct {
 	// Publisher publishes the rows. Use a bus.Publisher without a spool
 	// (see the package doc for why).
 	Publisher Publisher
+	// State is the bus.BucketIntegrations bucket. When set, the forwarder
+	// keeps it up to date with every lifecycle row it publishes (see
+	// "The integrations bucket" in the package doc); the catalog always
+	// sets it. Nil leaves the bucket alone.
+	State jetstream.KeyValue
 	// Batch is the most rows one partition transaction publishes (default 100).
 	Batch int
 	// PollEvery is the fallback poll for when a notification is lost
@@ -68,6 +74,8 @@ type Stats struct {
 	Published    uint64 // rows published and deleted
 	DeadLettered uint64 // rows JetStream refused for good, written to the DLQ and deleted
 	Errors       uint64 // failed partition transactions (bus or database down)
+	StateWrites  uint64 // writes to the integrations bucket
+	StateSkipped uint64 // rows whose bucket update was refused for good (logged)
 	Passes       uint64
 	// Lag is, for the newest published row, the time from its INSERT
 	// (clock_timestamp on the database server) to its JetStream ack here;
@@ -89,6 +97,8 @@ type Forwarder struct {
 	published    atomic.Uint64
 	deadLettered atomic.Uint64
 	errs         atomic.Uint64
+	stateWrites  atomic.Uint64
+	stateSkipped atomic.Uint64
 	passes       atomic.Uint64
 	lag          atomic.Int64
 	lastPublish  atomic.Int64
@@ -145,6 +155,8 @@ func (f *Forwarder) Stats() Stats {
 		Published:    f.published.Load(),
 		DeadLettered: f.deadLettered.Load(),
 		Errors:       f.errs.Load(),
+		StateWrites:  f.stateWrites.Load(),
+		StateSkipped: f.stateSkipped.Load(),
 		Passes:       f.passes.Load(),
 		Lag:          time.Duration(f.lag.Load()),
 	}
@@ -418,22 +430,34 @@ func (f *Forwarder) forward(ctx context.Context, p int) (full bool, err error) {
 	var last row
 	for _, r := range batch {
 		err := f.cfg.Publisher.PublishMsg(ctx, r.message())
+		var isDead bool
 		if err != nil && fault.ClassOf(err) == fault.ClassPermanent {
 			if derr := f.deadLetter(ctx, r, err); derr != nil {
 				err = fmt.Errorf("%w; dead-lettering it failed too: %w", err, derr)
 			} else {
 				err = nil
-				dead++
+				isDead = true
 			}
+		}
+		if err == nil {
+			// A dead-lettered row updates the bucket too: the bucket
+			// mirrors the catalog's committed state, not which messages
+			// the stream took.
+			err = f.state(ctx, r)
 		}
 		if err != nil {
 			// Later rows may be the same integration's later events:
-			// stop here, they go after this one.
-			f.log.Warn("outbox: publish failed",
+			// stop here, they go after this one. The row stays; its
+			// publish is repeated on the next pass, and the duplicate
+			// window drops the repeat.
+			f.log.Warn("outbox: forwarding failed",
 				"subject", r.subject, "eventId", r.eventID,
 				"tenantId", r.tenantID, "integrationId", r.aggregateID, "error", err)
-			perr = fmt.Errorf("publish event %s: %w", r.eventID, err)
+			perr = fmt.Errorf("forward event %s: %w", r.eventID, err)
 			break
+		}
+		if isDead {
+			dead++
 		}
 		done = append(done, r.id)
 		last = r
@@ -458,6 +482,30 @@ func (f *Forwarder) forward(ctx context.Context, p int) (full bool, err error) {
 	f.lag.Store(int64(now.Sub(last.createdAt)))
 	f.lastPublish.Store(now.UnixNano())
 	return perr == nil && len(batch) == f.cfg.Batch, perr
+}
+
+// state applies r to the integrations bucket, if there is one. A
+// refusal for good is logged and counted, not returned: the event is
+// published, and blocking the partition would not cure it.
+func (f *Forwarder) state(ctx context.Context, r row) error {
+	if f.cfg.State == nil {
+		return nil
+	}
+	wrote, err := f.applyState(ctx, r)
+	switch {
+	case errors.Is(err, errSkip):
+		f.stateSkipped.Add(1)
+		f.log.Error("outbox: integrations bucket not updated for this event",
+			"subject", r.subject, "eventId", r.eventID,
+			"tenantId", r.tenantID, "integrationId", r.aggregateID, "error", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("update integrations bucket: %w", err)
+	}
+	if wrote {
+		f.stateWrites.Add(1)
+	}
+	return nil
 }
 
 // deadLetter writes a row that JetStream refuses for good to
