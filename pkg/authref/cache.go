@@ -90,12 +90,6 @@ func (c *cache) purge() {
 	clear(c.items)
 }
 
-func (c *cache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ll.Len()
-}
-
 func (c *cache) remove(el *list.Element) {
 	e := c.ll.Remove(el).(*cacheEntry)
 	delete(c.items, e.key)
