@@ -1,0 +1,12 @@
+# One image with every inthub binary; compose.yaml picks the command.
+# Built with CGO off: the services need no C library.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -o /out/ inthub.dev/services/cmd/...
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 inthub
+COPY --from=build /out/ /usr/local/bin/
+USER inthub
