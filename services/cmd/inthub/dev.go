@@ -129,14 +129,15 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 	}
 
 	components, err := devfleet.Build(devfleet.Deps{
-		NATSURL:       natsURL,
-		NATS:          nc,
-		JS:            js,
-		DatabaseURL:   databaseURL,
-		Log:           base,
-		DataDir:       dataDir,
-		CatalogListen: cfg.catalogListen,
-		Out:           stdout,
+		NATSURL:            natsURL,
+		NATS:               nc,
+		JS:                 js,
+		DatabaseURL:        databaseURL,
+		Log:                base,
+		DataDir:            dataDir,
+		CatalogListen:      cfg.catalogListen,
+		HealthPollerListen: cfg.pollerListen,
+		Out:                stdout,
 	}, builders)
 	if err != nil {
 		return err

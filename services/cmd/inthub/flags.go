@@ -29,6 +29,7 @@ type devConfig struct {
 	syncAlways    bool
 	replicas      int
 	catalogListen string
+	pollerListen  string
 }
 
 // flagDoc drives both the flag set and the help text, so the documented env
@@ -45,6 +46,7 @@ var devFlags = []flagDoc{
 	{"sync-always", "", "INTHUB_SYNC_ALWAYS", "false", "embedded JetStream fsyncs every write before acking it (see Durability)"},
 	{"replicas", "N", "INTHUB_STREAM_REPLICAS", "1", "replicas per stream; 3 when --nats-url points at a cluster"},
 	{"catalog-listen", "ADDR", "CATALOG_LISTEN", "127.0.0.1:8080", "address of the catalog API; 127.0.0.1:0 picks a free port (printed at start)"},
+	{"health-poller-listen", "ADDR", "HEALTHPOLLER_LISTEN", "127.0.0.1:8081", "address of the health poller's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
 }
 
 const devUsageHead = `Usage: inthub dev [flags]
@@ -120,6 +122,7 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	fs.BoolVar(&cfg.syncAlways, "sync-always", sync, "")
 	fs.IntVar(&cfg.replicas, "replicas", replicas, "")
 	fs.StringVar(&cfg.catalogListen, "catalog-listen", env(byName["catalog-listen"]), "")
+	fs.StringVar(&cfg.pollerListen, "health-poller-listen", env(byName["health-poller-listen"]), "")
 
 	err = fs.Parse(args)
 	switch {

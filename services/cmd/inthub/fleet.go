@@ -13,6 +13,7 @@ import (
 	"inthub.dev/pkg/bus"
 	"inthub.dev/services/catalog"
 	"inthub.dev/services/catalog/auth"
+	"inthub.dev/services/healthpoller"
 	"inthub.dev/services/internal/devfleet"
 )
 
@@ -23,6 +24,7 @@ import (
 // still talk to each other through JetStream alone.
 var fleet = []devfleet.Builder{
 	{Name: "catalog", Build: buildCatalog},
+	{Name: "health-poller", Build: buildHealthPoller},
 }
 
 // Dev identity: one demo tenant and an admin of it.
@@ -97,4 +99,31 @@ func devSecret(dataDir string) ([]byte, error) {
 		return nil, fmt.Errorf("dev secret: %w", err)
 	}
 	return secret, nil
+}
+
+// buildHealthPoller runs the poller on the dev data directory, with
+// loopback and http:// endpoints allowed as the catalog allows them.
+func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
+	cfg := healthpoller.Config{
+		Listen:  d.HealthPollerListen,
+		DataDir: filepath.Join(d.DataDir, "health-poller"),
+		Logger:  d.Log,
+	}
+	cfg.Egress.AllowLoopback = true
+	cfg.Egress.AllowHTTP = true
+	svc, err := healthpoller.New(cfg, d.NATS)
+	if err != nil {
+		return nil, err
+	}
+	return devfleet.Func{N: "health-poller", F: func(ctx context.Context) error {
+		go func() {
+			select {
+			case <-svc.Listening():
+			case <-ctx.Done():
+				return
+			}
+			fmt.Fprintf(d.Out, "Health poller  http://%s/metrics  (/healthz, /readyz)\n", svc.Addr())
+		}()
+		return svc.Run(ctx)
+	}}, nil
 }

@@ -188,7 +188,7 @@ func TestDevStartsEmbeddedNATSProvisionsStreamsAndStops(t *testing.T) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--nats-url=", "--data-dir", dataDir, "--nats-port", "0", "--database-url", dbURL, "--catalog-listen", "127.0.0.1:0"}, stdout, stderr)
+		done <- run(ctx, []string{"dev", "--nats-url=", "--data-dir", dataDir, "--nats-port", "0", "--database-url", dbURL, "--catalog-listen", "127.0.0.1:0", "--health-poller-listen", "127.0.0.1:0"}, stdout, stderr)
 	}()
 	r := &devRun{stdout: stdout, stderr: stderr, cancel: cancel, done: done}
 
@@ -445,11 +445,12 @@ func TestEnvDefaults(t *testing.T) {
 	t.Setenv("INTHUB_SYNC_ALWAYS", "true")
 	t.Setenv("INTHUB_STREAM_REPLICAS", "3")
 	t.Setenv("CATALOG_LISTEN", "127.0.0.1:9999")
+	t.Setenv("HEALTHPOLLER_LISTEN", "127.0.0.1:9998")
 	cfg, err := parseDevFlags(nil, &bytes.Buffer{}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3, catalogListen: "127.0.0.1:9999"}
+	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3, catalogListen: "127.0.0.1:9999", pollerListen: "127.0.0.1:9998"}
 	if cfg != want {
 		t.Fatalf("cfg = %+v, want %+v", cfg, want)
 	}

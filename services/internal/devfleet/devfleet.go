@@ -35,6 +35,8 @@ type Deps struct {
 	DataDir string
 	// CatalogListen is the catalog API's address ("127.0.0.1:0" in tests).
 	CatalogListen string
+	// HealthPollerListen is the health poller's probe and metrics address.
+	HealthPollerListen string
 	// Out is where components print what a person should read (addresses,
 	// the dev token); logs go to Log.
 	Out io.Writer

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestHelpExitsZero(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &stdout, &stderr); err != nil {
+		t.Fatalf("--help = %v, want nil", err)
+	}
+	for _, want := range []string{"--nats-url", "NATS_URL", "--listen", "HEALTHPOLLER_LISTEN", "127.0.0.1:8081", "--data-dir", "--default-interval", "--max-concurrent", "--max-per-provider", "--dev"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+func TestBadFlagsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--nope"}, {"extra"}, {"--default-interval", "soon"}, {"--max-concurrent", "0"},
+		{"--max-per-provider", "x"}, {"--dev", "maybe"}, {"--data-dir", ""},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), args, &stdout, &stderr)
+		if err == nil || exitCode(err) != 2 {
+			t.Errorf("run(%q) = %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+}

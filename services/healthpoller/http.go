@@ -1,0 +1,108 @@
+package healthpoller
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// probe is the body of /healthz and /readyz.
+type probe struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks,omitempty"`
+}
+
+func (s *Service) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeProbe(w, http.StatusOK, probe{Status: "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		checks := map[string]string{"nats": "ok", "integrations": "ok"}
+		ok := true
+		if st := s.nc.Status(); st != nats.CONNECTED {
+			checks["nats"] = st.String()
+			ok = false
+		}
+		select {
+		case <-s.ready:
+		default:
+			checks["integrations"] = "snapshot not loaded yet"
+			ok = false
+		}
+		if !ok {
+			writeProbe(w, http.StatusServiceUnavailable, probe{Status: "unavailable", Checks: checks})
+			return
+		}
+		writeProbe(w, http.StatusOK, probe{Status: "ok", Checks: checks})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	return mux
+}
+
+func writeProbe(w http.ResponseWriter, code int, p probe) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// statsCollector exports the scheduler's and the spool's state at scrape
+// time, so the scheduler keeps no Prometheus types on its hot path.
+type statsCollector struct {
+	s                                             *Service
+	lag, lagMax, targets, inflight, queued, spool *prometheus.Desc
+	open, skipped, timeouts, short, reportErrs    *prometheus.Desc
+}
+
+func (s *Service) collector() prometheus.Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &statsCollector{
+		s:          s,
+		lag:        d("integration_health_scheduling_lag_seconds", "Time from a check's due time to its start, over every check since start, by quantile (0.5, 0.99).", "quantile"),
+		lagMax:     d("integration_health_scheduling_lag_max_seconds", "Largest scheduling lag since start."),
+		targets:    d("integration_health_scheduled", "Integrations on the schedule."),
+		inflight:   d("integration_health_checks_in_flight", "Checks running now."),
+		queued:     d("integration_health_checks_queued", "Checks due and waiting for a slot."),
+		spool:      d("integration_health_spool_depth", "Results waiting in the local spool for NATS."),
+		open:       d("integration_health_breakers_open", "Integrations whose circuit breaker is open."),
+		skipped:    d("integration_health_checks_skipped_total", "Due checks skipped because the previous one was still running or waiting."),
+		timeouts:   d("integration_health_check_timeouts_total", "Checks that ran into their timeout."),
+		short:      d("integration_health_short_circuited_total", "Results reported by an open breaker without calling the provider."),
+		reportErrs: d("integration_health_report_errors_total", "Results neither published nor spooled."),
+	}
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.lag, c.lagMax, c.targets, c.inflight, c.queued, c.spool, c.open, c.skipped, c.timeouts, c.short, c.reportErrs} {
+		ch <- d
+	}
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	ss := st.Schedule
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	ctr := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	g(c.lag, ss.LagP50.Seconds(), "0.5")
+	g(c.lag, ss.LagP99.Seconds(), "0.99")
+	g(c.lagMax, ss.LagMax.Seconds())
+	g(c.targets, float64(ss.Targets))
+	g(c.inflight, float64(ss.InFlight))
+	g(c.queued, float64(ss.Queued))
+	g(c.spool, float64(st.Spooled))
+	g(c.open, float64(ss.BreakersOpen))
+	ctr(c.skipped, ss.Skipped)
+	ctr(c.timeouts, ss.Timeouts)
+	ctr(c.short, ss.ShortCircuited)
+	ctr(c.reportErrs, st.PublishErrors)
+}
