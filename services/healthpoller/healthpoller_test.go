@@ -149,11 +149,15 @@ type running struct {
 	svc    *healthpoller.Service
 	cancel context.CancelFunc
 	done   chan error
+	// stopped is closed once stop has taken Run's result from done, so
+	// the cleanup does not wait for a second one.
+	stopped chan struct{}
 }
 
 func (r *running) stop(t *testing.T) {
 	t.Helper()
 	r.cancel()
+	defer close(r.stopped)
 	select {
 	case err := <-r.done:
 		if err != nil {
@@ -177,12 +181,13 @@ func (e *env) start(dataDir string) *running {
 		e.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{svc: svc, cancel: cancel, done: make(chan error, 1)}
+	r := &running{svc: svc, cancel: cancel, done: make(chan error, 1), stopped: make(chan struct{})}
 	go func() { r.done <- svc.Run(ctx) }()
 	e.t.Cleanup(func() {
 		cancel()
 		select {
 		case <-r.done:
+		case <-r.stopped:
 		case <-time.After(30 * time.Second):
 		}
 	})
