@@ -24,6 +24,12 @@ type BreakerPolicy struct {
 	// OpenFor is how long an open breaker rejects before it lets one trial
 	// call through (half-open), default 10s.
 	OpenFor time.Duration
+	// OfflineAfter, when set, turns the rejection of a breaker that has
+	// been open (trials failing) for longer than this into an offline
+	// error, which the outcome layer spools instead of redelivering: a
+	// downstream that stays down must not burn the messages' deliveries
+	// into the DLQ. Zero keeps every rejection transient.
+	OfflineAfter time.Duration
 }
 
 func (p BreakerPolicy) withDefaults() BreakerPolicy {
@@ -50,8 +56,10 @@ type Breakers struct {
 	policy BreakerPolicy
 	log    *slog.Logger
 
-	mu sync.Mutex
-	m  map[string]*gobreaker.CircuitBreaker
+	mu        sync.Mutex
+	m         map[string]*gobreaker.CircuitBreaker
+	openSince map[string]time.Time // since when a key's breaker has not been closed
+	now       func() time.Time
 }
 
 // NewBreakers returns an empty set of breakers.
@@ -59,7 +67,8 @@ func NewBreakers(p BreakerPolicy, log *slog.Logger) *Breakers {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Breakers{policy: p.withDefaults(), log: log, m: map[string]*gobreaker.CircuitBreaker{}}
+	return &Breakers{policy: p.withDefaults(), log: log, m: map[string]*gobreaker.CircuitBreaker{},
+		openSince: map[string]time.Time{}, now: time.Now}
 }
 
 func (b *Breakers) get(key string) *gobreaker.CircuitBreaker {
@@ -74,14 +83,54 @@ func (b *Breakers) get(key string) *gobreaker.CircuitBreaker {
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= b.policy.Failures },
 			// A permanent error says the request was bad, not that the
 			// downstream is sick.
-			IsSuccessful: func(err error) bool { return err == nil || fault.ClassOf(err) == fault.ClassPermanent },
+			// A deferral is a budget decision, not a failure either.
+			IsSuccessful: func(err error) bool {
+				return err == nil || fault.ClassOf(err) == fault.ClassPermanent || IsDeferral(err)
+			},
 			OnStateChange: func(name string, from, to gobreaker.State) {
+				// gobreaker calls this inside Execute or State, both of
+				// which run without b.mu held.
+				b.noteState(name, to)
 				b.log.Warn("circuit breaker", "key", name, "from", from.String(), "to", to.String())
 			},
 		})
 		b.m[key] = cb
 	}
 	return cb
+}
+
+func (b *Breakers) noteState(key string, to gobreaker.State) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch to {
+	case gobreaker.StateOpen:
+		if _, ok := b.openSince[key]; !ok {
+			b.openSince[key] = b.now()
+		}
+	case gobreaker.StateClosed:
+		delete(b.openSince, key)
+	}
+}
+
+// OpenFor reports how long key's breaker has been open or half-open
+// without closing again; zero when it is closed.
+func (b *Breakers) OpenFor(key string) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	since, ok := b.openSince[key]
+	if !ok {
+		return 0
+	}
+	return b.now().Sub(since)
+}
+
+// Reset closes key's breaker, for when the downstream is known to be back
+// (a health check said so) before the breaker's own trial would find out.
+func (b *Breakers) Reset(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.m, key)
+	delete(b.openSince, key)
 }
 
 // State returns the state of key's breaker: "closed", "half-open" or "open".
@@ -106,7 +155,13 @@ func (b *Breakers) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		res, err := b.get(key).Execute(func() (any, error) { return h(msg) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-			return nil, fault.RetryAfter(fmt.Errorf("circuit breaker for %s: %w", key, err), b.policy.OpenFor)
+			err = fmt.Errorf("circuit breaker for %s: %w", key, err)
+			if off := b.policy.OfflineAfter; off > 0 {
+				if open := b.OpenFor(key); open >= off {
+					return nil, fault.Offline(fmt.Errorf("%w (open for %s, offline after %s)", err, open.Round(time.Second), off))
+				}
+			}
+			return nil, fault.RetryAfter(err, b.policy.OpenFor)
 		}
 		out, _ := res.([]*message.Message)
 		return out, err

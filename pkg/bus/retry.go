@@ -74,5 +74,5 @@ func Retry(p RetryPolicy) message.HandlerMiddleware {
 }
 
 func retryable(err error, p RetryPolicy) bool {
-	return fault.Retryable(err) && fault.RetryAfterOf(err) <= p.Max
+	return fault.Retryable(err) && fault.RetryAfterOf(err) <= p.Max && !IsDeferral(err)
 }

@@ -29,6 +29,9 @@ func (s *Store) audit(ctx context.Context, msg, operator string, f Filter, reqSe
 		slog.Bool("dry_run", res.DryRun),
 		slog.Any("seqs", seqs),
 	)
+	if len(res.Dropped) > 0 {
+		rec.AddAttrs(slog.Int("dropped", len(res.Dropped)))
+	}
 	if msg != "dlq purge" {
 		rec.AddAttrs(slog.Any("new_msg_ids", ids))
 	}

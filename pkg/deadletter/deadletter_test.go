@@ -786,6 +786,44 @@ func TestSpoolDrainDryRun(t *testing.T) {
 	}
 }
 
+// Compact sees every matching entry first; those it names are deleted, not
+// drained, and the rest keep their order.
+func TestSpoolDrainCompact(t *testing.T) {
+	for _, dry := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dry=%v", dry), func(t *testing.T) {
+			e := newEnv(t)
+			e.seedSpool()
+			var seen []uint64
+			compact := func(ls []deadletter.Letter) map[uint64]string {
+				seen = seqs(ls)
+				return map[uint64]string{1: "superseded by seq 5", 3: "superseded by seq 5"}
+			}
+			res, err := e.store.SpoolDrain(e.ctx, deadletter.Filter{IntegrationID: "i1"},
+				deadletter.ReplayOptions{Operator: "ops", DryRun: dry, Compact: compact})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(seen, []uint64{1, 3, 5}) {
+				t.Errorf("Compact saw %v, want [1 3 5]", seen)
+			}
+			if !slices.Equal(replayedSeqs(res), []uint64{5}) || len(res.Dropped) != 2 ||
+				res.Dropped[0] != (deadletter.Dropped{Seq: 1, Reason: "superseded by seq 5"}) {
+				t.Fatalf("drain = %+v, want seq 5 drained and 1, 3 dropped", res)
+			}
+			wantSpool, wantSCM := uint64(3), uint64(1)
+			if dry {
+				wantSpool, wantSCM = 6, 0
+			}
+			if n := e.streamMsgs(bus.StreamSpool); n != wantSpool {
+				t.Errorf("spool holds %d entries, want %d", n, wantSpool)
+			}
+			if n := e.streamMsgs(bus.StreamSCM); n != wantSCM {
+				t.Errorf("SCM holds %d messages, want %d", n, wantSCM)
+			}
+		})
+	}
+}
+
 func TestMissingStream(t *testing.T) {
 	s := natstest.Start(t)
 	js, _ := s.JetStream()

@@ -24,12 +24,28 @@ type ReplayOptions struct {
 	// the filter). A sequence that does not exist fails the whole run
 	// before anything changes.
 	Seqs []uint64
+	// Compact, for SpoolDrain, sees every matching spool entry (oldest
+	// first) before anything is published and names those that must not
+	// be: entries superseded by a newer one for the same target, with the
+	// reason. They are deleted instead of drained, so a drain posts the
+	// newest state only. The subject's owner knows what supersedes what
+	// (services/annotation: the same repository, head and key).
+	Compact func([]Letter) map[uint64]string
 }
 
 // ReplayResult reports what a Replay or SpoolDrain did, or would do.
 type ReplayResult struct {
 	Replayed []Replayed
-	DryRun   bool
+	// Dropped are spool entries that Compact superseded: deleted, not
+	// drained (in a dry run, those that would be).
+	Dropped []Dropped
+	DryRun  bool
+}
+
+// Dropped is a spool entry a drain deleted because a newer one superseded it.
+type Dropped struct {
+	Seq    uint64
+	Reason string
 }
 
 // Replayed is one message re-published (or, in a dry run, selected).

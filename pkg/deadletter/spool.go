@@ -23,6 +23,8 @@ func (s *Store) SpoolList(ctx context.Context, f Filter) ([]Letter, error) {
 // and JetStream drops the second copy. The original id cannot be reused: it
 // was already published once, and may still be inside the window.
 //
+// With opts.Compact, entries it names are deleted instead (ReplayResult.Dropped).
+//
 // Like Replay, a started run logs exactly one audit record, "spool drain".
 func (s *Store) SpoolDrain(ctx context.Context, f Filter, opts ReplayOptions) (ReplayResult, error) {
 	res := ReplayResult{DryRun: opts.DryRun}
@@ -33,7 +35,25 @@ func (s *Store) SpoolDrain(ctx context.Context, f Filter, opts ReplayOptions) (R
 	if err != nil {
 		return res, err
 	}
+	var drop map[uint64]string
+	if opts.Compact != nil {
+		var all []Letter
+		if err := s.each(ctx, st, kindSpool, f, opts.Seqs, func(l Letter) error {
+			all = append(all, l)
+			return nil
+		}); err != nil {
+			return res, err
+		}
+		drop = opts.Compact(all)
+	}
 	err = s.each(ctx, st, kindSpool, f, opts.Seqs, func(l Letter) error {
+		if reason, ok := drop[l.Seq]; ok {
+			res.Dropped = append(res.Dropped, Dropped{Seq: l.Seq, Reason: reason})
+			if opts.DryRun {
+				return nil
+			}
+			return deleteMsg(ctx, st, kindSpool, l.Seq)
+		}
 		if err := checkTarget(l); err != nil {
 			return err
 		}
