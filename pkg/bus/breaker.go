@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
 	"github.com/sony/gobreaker"
 
 	"inthub.dev/pkg/fault"
@@ -34,12 +36,7 @@ type BreakerPolicy struct {
 
 func (p BreakerPolicy) withDefaults() BreakerPolicy {
 	if p.Key == nil {
-		p.Key = func(m *message.Message) string {
-			if d := DeliveryFrom(m.Context()); d != nil {
-				return d.Header.Get(HeaderIntegrationID)
-			}
-			return ""
-		}
+		p.Key = IntegrationKeyOf
 	}
 	if p.Failures == 0 {
 		p.Failures = 5
@@ -48,6 +45,34 @@ func (p BreakerPolicy) withDefaults() BreakerPolicy {
 		p.OpenFor = 10 * time.Second
 	}
 	return p
+}
+
+// IntegrationKeyOf is the default breaker key: the message's
+// Inthub-Integration-Id header, else data.integrationId of its body (a
+// publisher outside inthub, such as Scanner, may not set the header). It
+// records what it found in the header, so the outcome layer spools under
+// the right integration.
+func IntegrationKeyOf(m *message.Message) string {
+	d := DeliveryFrom(m.Context())
+	if d == nil {
+		return ""
+	}
+	if id := d.Header.Get(HeaderIntegrationID); id != "" {
+		return id
+	}
+	var body struct {
+		Data struct {
+			IntegrationID string `json:"integrationId"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(m.Payload, &body) != nil || body.Data.IntegrationID == "" {
+		return ""
+	}
+	if d.Header == nil {
+		d.Header = nats.Header{}
+	}
+	d.Header.Set(HeaderIntegrationID, body.Data.IntegrationID)
+	return body.Data.IntegrationID
 }
 
 // Breakers holds a circuit breaker per key, never one for all: a failing

@@ -27,7 +27,9 @@ type Deferral struct {
 	Reason string
 }
 
-func (d *Deferral) Error() string { return "deferred " + d.After.Round(time.Millisecond).String() + ": " + d.Reason }
+func (d *Deferral) Error() string {
+	return "deferred " + d.After.Round(time.Millisecond).String() + ": " + d.Reason
+}
 
 // IsDeferral reports whether err is, or wraps, a Deferral.
 func IsDeferral(err error) bool {
