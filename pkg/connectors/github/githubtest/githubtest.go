@@ -14,13 +14,25 @@
 //   - the API lives under Options.Prefix only ("" as api.github.com,
 //     "/api/v3" as GitHub Enterprise Server): a request outside it, such as
 //     an origin-root /app on a GHES, is answered 404 and recorded as a
-//     violation.
+//     violation;
+//   - the write endpoints of annotations (issue comments, commit statuses,
+//     check runs; see annotations.go) keep their state in memory and
+//     refuse what GitHub refuses with 422: a comment body over 65,536
+//     characters, a status description over 140 characters or the 1,001st
+//     status of a sha and context, more than 50 check-run annotations in
+//     one call, a check-run summary or text over 65,535 characters;
+//   - GitHub's secondary rate limit: Penalize (or the rule of
+//     Options.WritesPerMinute / WritesPerHour) makes every request answer
+//     403 with Retry-After for a while, and counts the requests that came
+//     anyway (PenaltyViolations).
 //
 // The server speaks TLS with its own certificate for Options.Hosts;
 // Client returns an HTTP client that resolves those names to the server
 // and trusts the certificate, so code under test uses its real URLs
 // (https://api.github.com/, https://ghe.example.com/api/v3/). Faults are
-// injected per route with Fail.
+// injected per route with Fail or FailRandomly; Down and Up take the
+// server off the network and back with its state kept; SetLatency delays
+// every answer.
 package githubtest
 
 import (
@@ -40,14 +52,17 @@ import (
 	"io"
 	"log"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,8 +83,20 @@ type Options struct {
 	TokenTTL time.Duration
 	// RateLimit is the installation's hourly budget (5000).
 	RateLimit int
-	// Repos are the installation's repositories (three by default).
+	// Repos are the installation's repositories (DefaultRepos by default).
 	Repos []Repo
+
+	// WritesPerMinute and WritesPerHour, when positive, enforce GitHub's
+	// secondary limit on content-creating requests (POST, PATCH, PUT,
+	// DELETE): the request that goes past either starts a penalty of
+	// Penalty, as Penalize does, and is answered 403 itself. GitHub's
+	// documented numbers are 80 a minute and 500 an hour. Zero: no rule.
+	WritesPerMinute int
+	WritesPerHour   int
+	// Penalty is how long a broken rule blocks the installation (1 min).
+	Penalty time.Duration
+	// Seed seeds FailRandomly's choices, so a failing run can be repeated (1).
+	Seed uint64
 }
 
 // Repo is a repository the installation can see.
@@ -80,6 +107,9 @@ type Repo struct {
 	DefaultBranch string
 	Branches      []string
 	Tags          []string
+	// PullRequests are the numbers of the repository's pull requests;
+	// comments on any other number are answered 404, as GitHub does.
+	PullRequests []int
 }
 
 // Route names an endpoint, for Fail and Requests.
@@ -92,18 +122,42 @@ const (
 	RouteRateLimit    Route = "GET rate_limit"
 	RouteBranches     Route = "GET repos/{owner}/{repo}/branches"
 	RouteTags         Route = "GET repos/{owner}/{repo}/tags"
-	// RouteAll makes Fail apply to every route.
+
+	// Annotation routes (annotations.go).
+	RouteListComments    Route = "GET repos/{owner}/{repo}/issues/{number}/comments"
+	RouteCreateComment   Route = "POST repos/{owner}/{repo}/issues/{number}/comments"
+	RouteEditComment     Route = "PATCH repos/{owner}/{repo}/issues/comments/{id}"
+	RouteCreateStatus    Route = "POST repos/{owner}/{repo}/statuses/{sha}"
+	RouteCreateCheckRun  Route = "POST repos/{owner}/{repo}/check-runs"
+	RouteUpdateCheckRun  Route = "PATCH repos/{owner}/{repo}/check-runs/{id}"
+	RouteListCheckRuns   Route = "GET repos/{owner}/{repo}/commits/{ref}/check-runs"
+	RouteListAnnotations Route = "GET repos/{owner}/{repo}/check-runs/{id}/annotations"
+
+	// RouteAll makes Fail and FailRandomly apply to every route, and
+	// Requests and Writes count over every route.
 	RouteAll Route = "*"
 )
+
+// WriteRoutes are the routes that create or change something.
+func WriteRoutes() []Route {
+	return []Route{RouteCreateComment, RouteEditComment, RouteCreateStatus, RouteCreateCheckRun, RouteUpdateCheckRun}
+}
 
 // Fault is an injected answer.
 type Fault struct {
 	Status  int
 	Message string
 	DocURL  string
-	Header  http.Header
+	// Errors are validation errors, as GitHub lists them with a 422.
+	Errors []string
+	// Header is set on the answer, over the fake's own headers (the
+	// rate-limit headers included).
+	Header http.Header
 	// Slow never answers: the handler waits until the client gives up.
 	Slow bool
+	// Reset drops the connection without an answer, as a crashing
+	// server or a proxy does.
+	Reset bool
 }
 
 // Unauthorized is GitHub's answer to a bad JWT or token.
@@ -150,6 +204,29 @@ func TooManyRequests(retryAfter time.Duration) Fault {
 // Slow is an endpoint that does not answer in time.
 func Slow() Fault { return Fault{Slow: true} }
 
+// ConnectionReset drops the connection instead of answering.
+func ConnectionReset() Fault { return Fault{Reset: true} }
+
+// PrimaryLimit is an exhausted hourly budget as GitHub reports it: status
+// (403, or 429 as some GitHub endpoints and proxies answer) with
+// x-ratelimit-remaining 0 and the reset at reset.
+func PrimaryLimit(status int, reset time.Time) Fault {
+	return Fault{Status: status, Message: "API rate limit exceeded for installation.",
+		DocURL: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-the-primary-rate-limit",
+		Header: http.Header{
+			"X-Ratelimit-Remaining": {"0"},
+			"X-Ratelimit-Used":      {"5000"},
+			"X-Ratelimit-Reset":     {strconv.FormatInt(reset.Unix(), 10)},
+		}}
+}
+
+// Invalid is GitHub's 422 with one validation error, as it refuses bad
+// input.
+func Invalid(message string) Fault {
+	return Fault{Status: http.StatusUnprocessableEntity, Message: "Validation Failed",
+		DocURL: "https://docs.github.com/rest", Errors: []string{message}}
+}
+
 // Redirect answers 302 to location.
 func Redirect(location string) Fault {
 	return Fault{Status: http.StatusFound, Header: http.Header{"Location": {location}}}
@@ -170,14 +247,33 @@ type Server struct {
 	tokens      map[string]time.Time // installation token → expiry
 	lastToken   string
 	faults      map[Route]Fault
+	random      map[Route]randomFault
+	rng         *mrand.Rand
 	remaining   int
 	reset       time.Time
 	requests    map[Route]int
+	writes      map[Route]int
 	hostHits    map[string]int
 	exchanges   int
 	jwtsSeen    int
 	violations  []string
 	tokenSerial int
+	latency     time.Duration
+	down        bool
+	transports  []*http.Transport // Client's, whose idle connections Down closes
+
+	penaltyUntil      time.Time
+	penaltyViolations int
+	penalties         int
+	writeTimes        []time.Time // content-creating requests of the last hour
+
+	ann annotationState
+}
+
+// randomFault fails a share of a route's calls.
+type randomFault struct {
+	p float64
+	f Fault
 }
 
 // New starts a fake and stops it at the end of the test.
@@ -205,6 +301,12 @@ func New(tb testing.TB, o Options) *Server {
 	if o.Repos == nil {
 		o.Repos = DefaultRepos()
 	}
+	if o.Penalty == 0 {
+		o.Penalty = time.Minute
+	}
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
 	// 2048 bits as GitHub issues; generating it costs ~100ms per fake.
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -218,14 +320,18 @@ func New(tb testing.TB, o Options) *Server {
 		done:      make(chan struct{}),
 		tokens:    map[string]time.Time{},
 		faults:    map[Route]Fault{},
+		random:    map[Route]randomFault{},
+		rng:       mrand.New(mrand.NewPCG(o.Seed, o.Seed)),
 		remaining: o.RateLimit,
 		reset:     time.Now().Add(time.Hour).Truncate(time.Second),
 		requests:  map[Route]int{},
+		writes:    map[Route]int{},
 		hostHits:  map[string]int{},
+		ann:       newAnnotationState(),
 	}
 	cert, pool := selfSigned(tb, o.Hosts)
 	s.pool = pool
-	s.srv = httptest.NewUnstartedServer(s.routes())
+	s.srv = httptest.NewUnstartedServer(s.offline(s.routes()))
 	// Refused handshakes (the TLS fault tests) are expected: not noise
 	// for the test log.
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -235,14 +341,23 @@ func New(tb testing.TB, o Options) *Server {
 	return s
 }
 
-// DefaultRepos are three repositories of two owners.
+// DefaultRepos are three repositories of two owners: acme/api with pull
+// requests 1 to 100, acme/web with 1 to 3, other/lib with none.
 func DefaultRepos() []Repo {
 	return []Repo{
 		{ID: 101, FullName: "acme/api", Private: true, DefaultBranch: "main",
-			Branches: []string{"main", "develop", "feature/x"}, Tags: []string{"v1.0.0", "v1.1.0"}},
-		{ID: 102, FullName: "acme/web", DefaultBranch: "main", Branches: []string{"main"}},
+			Branches: []string{"main", "develop", "feature/x"}, Tags: []string{"v1.0.0", "v1.1.0"}, PullRequests: numbers(1, 100)},
+		{ID: 102, FullName: "acme/web", DefaultBranch: "main", Branches: []string{"main"}, PullRequests: numbers(1, 3)},
 		{ID: 103, FullName: "other/lib", DefaultBranch: "trunk", Branches: []string{"trunk"}, Tags: []string{"v0.1.0"}},
 	}
+}
+
+func numbers(from, to int) []int {
+	out := make([]int, 0, to-from+1)
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
 }
 
 // Close stops the server; a slow handler returns at once.
@@ -276,11 +391,15 @@ func (s *Server) Client() *http.Client {
 		TLSClientConfig: &tls.Config{RootCAs: s.pool, MinVersion: tls.VersionTLS12},
 	}
 	s.tb.Cleanup(tr.CloseIdleConnections)
+	s.mu.Lock()
+	s.transports = append(s.transports, tr)
+	s.mu.Unlock()
 	return &http.Client{Transport: tr}
 }
 
 // DialContext connects the fake's host names to the server, for clients
-// built by the test (one that does not trust the certificate, say).
+// built by the test (one that does not trust the certificate, say). While
+// the server is Down it refuses the connection.
 func (s *Server) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -288,6 +407,13 @@ func (s *Server) DialContext(ctx context.Context, network, addr string) (net.Con
 	}
 	if !slices.Contains(s.opts.Hosts, host) {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
+	}
+	s.mu.Lock()
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: s.srv.Listener.Addr(),
+			Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", s.srv.Listener.Addr().String())
@@ -304,11 +430,93 @@ func (s *Server) Fail(route Route, f Fault) {
 	s.faults[route] = f
 }
 
-// Clear removes every injected fault.
+// FailRandomly makes a share p (0 to 1) of route's requests (or every
+// route's, RouteAll) answer f, chosen by a generator seeded with
+// Options.Seed, until Clear. A route with a Fail fault answers that.
+func (s *Server) FailRandomly(route Route, p float64, f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.random[route] = randomFault{p: p, f: f}
+}
+
+// Clear removes every injected fault (Fail and FailRandomly), not a
+// penalty.
 func (s *Server) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.faults)
+	clear(s.random)
+}
+
+// SetLatency delays every answer by d (0: none), for benchmarks against a
+// provider as far away as GitHub is.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
+// Down takes the server off the network: connections through Client or
+// DialContext are refused (the idle ones of Client's transports are
+// closed, so the next request dials), and requests on connections still
+// open are dropped unanswered. Its state (comments, statuses, check runs,
+// tokens) is kept for Up.
+func (s *Server) Down() {
+	s.mu.Lock()
+	s.down = true
+	transports := slices.Clone(s.transports)
+	s.mu.Unlock()
+	for _, tr := range transports {
+		tr.CloseIdleConnections()
+	}
+	s.srv.CloseClientConnections()
+}
+
+// Up serves again after Down, with the state Down kept.
+func (s *Server) Up() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = false
+}
+
+// Penalize starts GitHub's secondary rate limit for d: every request but
+// the app's own (GET app, the token exchange) is answered 403 with the
+// documented message and Retry-After (the seconds left), and counted in
+// PenaltyViolations.
+func (s *Server) Penalize(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.penalize(time.Now(), d)
+}
+
+func (s *Server) penalize(now time.Time, d time.Duration) {
+	if until := now.Add(d); until.After(s.penaltyUntil) {
+		s.penaltyUntil = until
+	}
+	s.penalties++
+}
+
+// PenaltyViolations counts the requests that arrived during a penalty:
+// each is one a client should not have sent.
+func (s *Server) PenaltyViolations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.penaltyViolations
+}
+
+// Penalties counts the penalties started (by Penalize or by the rule of
+// Options.WritesPerMinute / WritesPerHour).
+func (s *Server) Penalties() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.penalties
+}
+
+// PenaltyUntil is when the current penalty ends (zero or past: none).
+func (s *Server) PenaltyUntil() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.penaltyUntil
 }
 
 // SetRemaining sets the installation's remaining rate-limit budget.
@@ -347,11 +555,34 @@ func (s *Server) LastToken() string {
 	return s.lastToken
 }
 
-// Requests counts requests that reached route.
+// Requests counts requests that reached route (every route: RouteAll),
+// answered or failed.
 func (s *Server) Requests(route Route) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if route == RouteAll {
+		n := 0
+		for _, v := range s.requests {
+			n += v
+		}
+		return n
+	}
 	return s.requests[route]
+}
+
+// Writes counts the requests on route (every write route: RouteAll) that
+// the fake carried out: answered 2xx, so something was created or changed.
+func (s *Server) Writes(route Route) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if route == RouteAll {
+		n := 0
+		for _, v := range s.writes {
+			n += v
+		}
+		return n
+	}
+	return s.writes[route]
 }
 
 // HostRequests counts requests that arrived for host.
@@ -377,6 +608,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+p+"/rate_limit", s.route(RouteRateLimit, s.installation(s.rateLimit)))
 	mux.HandleFunc("GET "+p+"/repos/{owner}/{repo}/branches", s.route(RouteBranches, s.installation(s.branches)))
 	mux.HandleFunc("GET "+p+"/repos/{owner}/{repo}/tags", s.route(RouteTags, s.installation(s.tags)))
+	s.annotationRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.violations = append(s.violations, r.Method+" "+r.URL.Path)
@@ -388,41 +620,178 @@ func (s *Server) routes() http.Handler {
 	return mux
 }
 
-// route counts the request and answers an injected fault instead of h.
+// route counts the request and answers, in this order: after the latency,
+// a secondary-limit penalty (or one the request starts by breaking the
+// write rule), an injected fault, or h.
 func (s *Server) route(rt Route, h http.HandlerFunc) http.HandlerFunc {
+	write := slices.Contains(WriteRoutes(), rt)
+	app := rt == RouteApp || rt == RouteAccessTokens
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.wait(r.Context(), s.currentLatency()) {
+			return
+		}
+		now := time.Now()
 		s.mu.Lock()
 		s.requests[rt]++
 		s.hostHits[hostOnly(r.Host)]++
+		penalised := false
+		if !app {
+			if now.Before(s.penaltyUntil) {
+				s.penaltyViolations++
+				penalised = true
+			} else if write && s.breaksWriteRule(now) {
+				s.penalize(now, s.opts.Penalty)
+				penalised = true
+			}
+		}
+		until := s.penaltyUntil
 		f, failing := s.faults[rt]
 		if !failing {
 			f, failing = s.faults[RouteAll]
 		}
+		if !failing && !penalised {
+			rf, ok := s.random[rt]
+			if !ok {
+				rf, ok = s.random[RouteAll]
+			}
+			failing = ok && s.rng.Float64() < rf.p
+			f = rf.f
+		}
 		s.mu.Unlock()
+		if penalised {
+			f, failing = SecondaryLimit(max(until.Sub(now), time.Second)), true
+			// Retry-After is whole seconds, rounded up so a client that
+			// honours it does not come back a moment early.
+			f.Header.Set("Retry-After", strconv.Itoa(int((until.Sub(now)+time.Second-1)/time.Second)))
+		}
 		if !failing {
-			h(w, r)
-			return
-		}
-		if f.Slow {
-			select {
-			case <-r.Context().Done():
-			case <-s.done:
+			sw := &statusWriter{ResponseWriter: w}
+			h(sw, r)
+			if write && sw.status >= 200 && sw.status < 300 {
+				s.mu.Lock()
+				s.writes[rt]++
+				s.mu.Unlock()
 			}
 			return
 		}
-		s.headers(w)
-		for k, vs := range f.Header {
-			for _, v := range vs {
-				w.Header().Add(k, v)
-			}
-		}
-		if f.Status >= 300 && f.Status < 400 {
-			w.WriteHeader(f.Status)
-			return
-		}
-		writeError(w, f.Status, f.Message, f.DocURL)
+		s.answerFault(w, r, f)
 	}
 }
+
+// breaksWriteRule records a content-creating request at now and reports
+// whether it goes past Options.WritesPerMinute or WritesPerHour.
+func (s *Server) breaksWriteRule(now time.Time) bool {
+	if s.opts.WritesPerMinute <= 0 && s.opts.WritesPerHour <= 0 {
+		return false
+	}
+	hourAgo, minuteAgo := now.Add(-time.Hour), now.Add(-time.Minute)
+	i := 0
+	for i < len(s.writeTimes) && !s.writeTimes[i].After(hourAgo) {
+		i++
+	}
+	s.writeTimes = append(s.writeTimes[i:], now)
+	lastMinute := 0
+	for _, t := range s.writeTimes {
+		if t.After(minuteAgo) {
+			lastMinute++
+		}
+	}
+	return (s.opts.WritesPerMinute > 0 && lastMinute > s.opts.WritesPerMinute) ||
+		(s.opts.WritesPerHour > 0 && len(s.writeTimes) > s.opts.WritesPerHour)
+}
+
+func (s *Server) answerFault(w http.ResponseWriter, r *http.Request, f Fault) {
+	switch {
+	case f.Slow:
+		select {
+		case <-r.Context().Done():
+		case <-s.done:
+		}
+		return
+	case f.Reset:
+		drop(w)
+		return
+	}
+	s.headers(w)
+	for k, vs := range f.Header {
+		w.Header()[http.CanonicalHeaderKey(k)] = slices.Clone(vs)
+	}
+	if f.Status >= 300 && f.Status < 400 {
+		w.WriteHeader(f.Status)
+		return
+	}
+	writeErrors(w, f.Status, f.Message, f.DocURL, f.Errors)
+}
+
+func (s *Server) currentLatency() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latency
+}
+
+// wait waits d, and reports false when the client or the server gave up
+// first.
+func (s *Server) wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	return false
+}
+
+// offline drops every request while the server is Down, also those on
+// connections opened before.
+func (s *Server) offline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		down := s.down
+		s.mu.Unlock()
+		if down {
+			drop(w)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// drop closes the connection without an answer.
+func drop(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		// Not hijackable (HTTP/2): aborting the handler resets the stream.
+		panic(http.ErrAbortHandler)
+	}
+	conn.Close()
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) headers(w http.ResponseWriter) {
 	s.mu.Lock()
@@ -547,7 +916,8 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"token": tok, "expires_at": exp.Format(time.RFC3339),
-		"permissions":          map[string]string{"contents": "read", "metadata": "read"},
+		"permissions": map[string]string{"contents": "read", "metadata": "read", "checks": "write",
+			"statuses": "write", "pull_requests": "write", "issues": "write"},
 		"repository_selection": "selected",
 	})
 }
@@ -661,9 +1031,22 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg, doc string) {
+	writeErrors(w, status, msg, doc, nil)
+}
+
+// writeErrors answers GitHub's error document; errs are validation errors
+// ("errors": [{"resource", "code": "custom", "message"}]).
+func writeErrors(w http.ResponseWriter, status int, msg, doc string, errs []string) {
 	body := map[string]any{"message": msg}
 	if doc != "" {
 		body["documentation_url"] = doc
+	}
+	if len(errs) > 0 {
+		list := make([]map[string]string, 0, len(errs))
+		for _, e := range errs {
+			list = append(list, map[string]string{"code": "custom", "message": e})
+		}
+		body["errors"] = list
 	}
 	writeJSON(w, status, body)
 }
