@@ -45,7 +45,7 @@ func Info(schema []byte) connectors.Info {
 		Provider:     "inmemory",
 		DisplayName:  "In-memory (test double)",
 		Description:  "Deterministic double for tests and offline development: calls nothing, behaves as configured.",
-		Capabilities: []string{"repos", "branches", "tags", "digest", "manifest"},
+		Capabilities: []string{"repos", "branches", "tags", "digest", "manifest", "annotations"},
 		ConfigSchema: schema,
 	}
 }
@@ -80,6 +80,7 @@ type Connector struct {
 	// checks counts test connections and health checks, to step the
 	// script when it is not clock-driven.
 	checks atomic.Uint64
+	sticky stickies
 }
 
 var (
