@@ -7,6 +7,7 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/conntest"
+	"inthub.dev/pkg/connectors/gitlab/gitlabtest"
 )
 
 // harness runs the conformance suite against the fake GitLab, with an
@@ -31,11 +32,11 @@ func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 		closed.Close()
 		conf["endpoint"] = closed.URL
 	case conntest.Slow:
-		f.setFault("*", fakeFault{slow: true})
+		f.Fail(gitlabtest.RouteAll, gitlabtest.Fault{Slow: true})
 	case conntest.RateLimited:
-		f.setFault("*", fakeFault{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {"17"}}, body: `{"message":"Retry later"}`})
+		f.Fail(gitlabtest.RouteAll, gitlabtest.Fault{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"17"}}, Body: `{"message":"Retry later"}`})
 	case conntest.ServerError:
-		f.setFault("*", fakeFault{status: http.StatusInternalServerError, body: `{"message":"500 Internal Server Error"}`})
+		f.Fail(gitlabtest.RouteAll, gitlabtest.Fault{Status: http.StatusInternalServerError, Body: `{"message":"500 Internal Server Error"}`})
 	default:
 		t.Fatalf("scenario %s not scripted", sc)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/gitlab/gitlabtest"
 	"inthub.dev/pkg/fault"
 )
 
@@ -63,22 +64,34 @@ func testClient(t testing.TB) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// seeded is a fake with a user "alice" (member of acme/*), a job token
-// whose job belongs to project 2, and a handful of projects.
-func seeded(t testing.TB) *fakeGitLab {
-	f := newFakeGitLab(t)
-	f.pats[patValue] = fakePAT{
-		user: "alice", scopes: []string{"read_api"}, expiresAt: "2031-03-01",
-		member: []string{"acme/api", "acme/platform/team/web.app", "acme/private-x"},
+// seeded is a fake with a user "alice" (member of acme/*, read_api
+// only), a job token whose job belongs to project 2, and a handful of
+// projects.
+func seeded(t testing.TB, o ...gitlabtest.Options) *gitlabtest.Server {
+	t.Helper()
+	var opt gitlabtest.Options
+	if len(o) > 0 {
+		opt = o[0]
 	}
-	f.jobs[jobValue] = fakeJob{id: 555, projectID: 2}
-	f.projects = []fakeProject{
-		{id: 1, path: "acme/api", visibility: "internal", branches: []string{"main", "release-1"}, tags: []string{"v1.0.0", "v1.1.0"}},
-		{id: 2, path: "acme/platform/team/web.app", visibility: "public", branches: []string{"develop", "main"}, tags: []string{"v2"}},
-		{id: 3, path: "acme/private-x", visibility: "private", branches: []string{"main"}},
-		{id: 4, path: "other/thing", visibility: "public", branches: []string{"main"}},
+	f := gitlabtest.New(t, opt)
+	f.AddToken(patValue, alice())
+	f.AddJobToken(jobValue, gitlabtest.JobToken{JobID: 555, ProjectID: 2})
+	for _, p := range []gitlabtest.Project{
+		{ID: 1, Path: "acme/api", Visibility: "internal", Branches: []string{"main", "release-1"}, Tags: []string{"v1.0.0", "v1.1.0"}},
+		{ID: 2, Path: "acme/platform/team/web.app", Visibility: "public", Branches: []string{"develop", "main"}, Tags: []string{"v2"}},
+		{ID: 3, Path: "acme/private-x", Visibility: "private", Branches: []string{"main"}},
+		{ID: 4, Path: "other/thing", Visibility: "public", Branches: []string{"main"}},
+	} {
+		f.AddProject(p)
 	}
 	return f
+}
+
+func alice() gitlabtest.Token {
+	return gitlabtest.Token{
+		User: "alice", Scopes: []string{"read_api"}, ExpiresAt: "2031-03-01",
+		Member: []string{"acme/api", "acme/platform/team/web.app", "acme/private-x"},
+	}
 }
 
 type opts struct {
@@ -90,11 +103,11 @@ type opts struct {
 	authRef string
 }
 
-func newConn(t testing.TB, f *fakeGitLab, o opts) *Connector {
+func newConn(t testing.TB, f *gitlabtest.Server, o opts) *Connector {
 	t.Helper()
 	conf := map[string]any{"token": patRef}
 	if f != nil {
-		conf["endpoint"] = f.endpoint()
+		conf["endpoint"] = f.URL()
 	}
 	for k, v := range o.conf {
 		if v == nil {
@@ -147,7 +160,7 @@ func TestTestConnectionWithAccessToken(t *testing.T) {
 	if got, want := strings.Join(checkNames(r), " "), "version:true user:true repos:true"; got != want {
 		t.Fatalf("checks = %s, want %s", got, want)
 	}
-	for k, want := range map[string]string{"version": "17.5.1-ee", "revision": "4f1b2e3a", "user": "alice", "scopes": "read_api", "apiRoot": f.endpoint() + "/api/v4"} {
+	for k, want := range map[string]string{"version": "17.5.1-ee", "revision": "4f1b2e3a", "user": "alice", "scopes": "read_api", "apiRoot": f.URL() + "/api/v4"} {
 		if r.Details[k] != want {
 			t.Errorf("Details[%s] = %q, want %q", k, r.Details[k], want)
 		}
@@ -156,15 +169,15 @@ func TestTestConnectionWithAccessToken(t *testing.T) {
 	if r.CredentialExpiry == nil || !r.CredentialExpiry.Equal(wantExp) {
 		t.Fatalf("CredentialExpiry = %v, want %v", r.CredentialExpiry, wantExp)
 	}
-	if r.RateLimit == nil || r.RateLimit.Limit != 2000 || r.RateLimit.Remaining != 1996 || r.RateLimit.Reset.Unix() != f.reset.Unix() {
-		t.Fatalf("RateLimit = %+v, want 2000/1996 reset %v (4 requests)", r.RateLimit, f.reset)
+	if r.RateLimit == nil || r.RateLimit.Limit != 2000 || r.RateLimit.Remaining != 1996 || r.RateLimit.Reset.Unix() != f.RateLimitReset().Unix() {
+		t.Fatalf("RateLimit = %+v, want 2000/1996 reset %v (4 requests)", r.RateLimit, f.RateLimitReset())
 	}
-	for _, req := range f.seen() {
-		if req.headers.Get("Private-Token") != patValue || req.headers.Get("Job-Token") != "" {
-			t.Fatalf("request %s sent the wrong token headers", req.rawURI)
+	for _, req := range f.Seen() {
+		if req.Header.Get("Private-Token") != patValue || req.Header.Get("Job-Token") != "" {
+			t.Fatalf("request %s sent the wrong token headers", req.URI)
 		}
 	}
-	if got := f.seen()[3].rawURI; !strings.Contains(got, "membership=true") || !strings.Contains(got, "per_page=1") {
+	if got := f.Seen()[3].URI; !strings.Contains(got, "membership=true") || !strings.Contains(got, "per_page=1") {
 		t.Fatalf("projects probe = %s", got)
 	}
 }
@@ -185,11 +198,10 @@ func TestTokenExpiry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := seeded(t)
-			p := f.pats[patValue]
-			p.expiresAt = tt.expiresAt
-			f.pats[patValue] = p
-			f.noSelf = tt.noSelf
+			f := seeded(t, gitlabtest.Options{NoTokenSelf: tt.noSelf})
+			tok := alice()
+			tok.ExpiresAt = tt.expiresAt
+			f.AddToken(patValue, tok)
 			r := newConn(t, f, opts{}).TestConnection(t.Context())
 			if r.Status != tt.wantStatus {
 				t.Fatalf("status = %s (%s), want %s", r.Status, r.Message, tt.wantStatus)
@@ -223,9 +235,9 @@ func TestTestConnectionWithJobToken(t *testing.T) {
 	if !strings.Contains(r.Checks[0].Message, "job 555") || !strings.Contains(r.Checks[0].Message, "project 2") {
 		t.Fatalf("job check message = %q", r.Checks[0].Message)
 	}
-	for _, req := range f.seen() {
-		if req.headers.Get("Job-Token") != jobValue || req.headers.Get("Private-Token") != "" {
-			t.Fatalf("request %s sent the wrong token headers", req.rawURI)
+	for _, req := range f.Seen() {
+		if req.Header.Get("Job-Token") != jobValue || req.Header.Get("Private-Token") != "" {
+			t.Fatalf("request %s sent the wrong token headers", req.URI)
 		}
 	}
 	h := c.CheckHealth(t.Context())
@@ -234,7 +246,7 @@ func TestTestConnectionWithJobToken(t *testing.T) {
 	}
 
 	// Once the job ends GitLab refuses its token: the message says why.
-	delete(f.jobs, jobValue)
+	f.Revoke(jobValue)
 	r = c.CheckHealth(t.Context())
 	if r.Status != connectors.StatusUnhealthy || r.Class != fault.ClassPermanent {
 		t.Fatalf("after the job: %s %v", r.Status, r.Class)
@@ -263,7 +275,7 @@ func TestCheckHealth(t *testing.T) {
 func TestFakeRejectsUnencodedPath(t *testing.T) {
 	f := seeded(t)
 	for _, p := range []string{"acme/api", "acme%2Fapi"} {
-		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/api/v4/projects/"+p+"/repository/branches", nil)
+		req, _ := http.NewRequest(http.MethodGet, f.URL()+"/api/v4/projects/"+p+"/repository/branches", nil)
 		req.Header.Set("PRIVATE-TOKEN", patValue)
 		resp, err := testClient(t).Do(req)
 		if err != nil {
@@ -283,8 +295,7 @@ func TestFakeRejectsUnencodedPath(t *testing.T) {
 func TestDiscoveryEncodesProjectPaths(t *testing.T) {
 	for _, prefix := range []string{"", "/gitlab"} {
 		t.Run("root"+prefix, func(t *testing.T) {
-			f := seeded(t)
-			f.prefix = prefix
+			f := seeded(t, gitlabtest.Options{Prefix: prefix})
 			c := newConn(t, f, opts{})
 			bs, err := c.ListBranches(t.Context(), "acme/platform/team/web.app", connectors.ListOptions{})
 			if err != nil {
@@ -304,11 +315,11 @@ func TestDiscoveryEncodesProjectPaths(t *testing.T) {
 			if err != nil || len(byID.Items) != 2 {
 				t.Fatalf("by id: %+v %v", byID, err)
 			}
-			seen := f.seen()
-			if got := seen[0].rawURI; got != prefix+"/api/v4/projects/acme%2Fplatform%2Fteam%2Fweb.app/repository/branches" {
+			seen := f.Seen()
+			if got := seen[0].URI; got != prefix+"/api/v4/projects/acme%2Fplatform%2Fteam%2Fweb.app/repository/branches" {
 				t.Fatalf("sent %s", got)
 			}
-			if got := seen[1].rawURI; !strings.HasPrefix(got, prefix+"/api/v4/projects/acme%2Fapi/repository/tags?") {
+			if got := seen[1].URI; !strings.HasPrefix(got, prefix+"/api/v4/projects/acme%2Fapi/repository/tags?") {
 				t.Fatalf("sent %s", got)
 			}
 		})
@@ -326,7 +337,7 @@ func TestDiscoveryRefusesBadPathsBeforeCalling(t *testing.T) {
 			t.Fatalf("ListTags(%q) = %v, want permanent", p, err)
 		}
 	}
-	if n := len(f.seen()); n != 0 {
+	if n := len(f.Seen()); n != 0 {
 		t.Fatalf("%d requests sent for refused paths", n)
 	}
 	_, err := c.ListBranches(t.Context(), "acme/missing", connectors.ListOptions{})
@@ -338,19 +349,17 @@ func TestDiscoveryRefusesBadPathsBeforeCalling(t *testing.T) {
 func TestListRepositoriesPagination(t *testing.T) {
 	for _, linkOnly := range []bool{false, true} {
 		t.Run(fmt.Sprintf("linkOnly=%v", linkOnly), func(t *testing.T) {
-			f := seeded(t)
-			f.linkOnly = linkOnly
-			p := f.pats[patValue]
-			f.projects = nil
-			p.member = nil
+			f := gitlabtest.New(t, gitlabtest.Options{LinkOnly: linkOnly})
+			tok := alice()
+			tok.Member = nil
 			for i := 1; i <= 45; i++ {
 				path := fmt.Sprintf("acme/p%02d", i)
-				f.projects = append(f.projects, fakeProject{id: int64(i), path: path, visibility: "private"})
+				f.AddProject(gitlabtest.Project{ID: int64(i), Path: path, Visibility: "private"})
 				if i%9 != 0 { // 40 memberships
-					p.member = append(p.member, path)
+					tok.Member = append(tok.Member, path)
 				}
 			}
-			f.pats[patValue] = p
+			f.AddToken(patValue, tok)
 			c := newConn(t, f, opts{})
 
 			var got []string
@@ -378,9 +387,9 @@ func TestListRepositoriesPagination(t *testing.T) {
 			if pages != 3 || len(got) != 40 || got[0] != "acme/p01" || got[39] != "acme/p44" {
 				t.Fatalf("%d pages, %d repos: %v", pages, len(got), got)
 			}
-			for _, req := range f.seen() {
-				if !strings.Contains(req.rawURI, "per_page=15") || !strings.Contains(req.rawURI, "membership=true") || !strings.Contains(req.rawURI, "order_by=id") {
-					t.Fatalf("request %s", req.rawURI)
+			for _, req := range f.Seen() {
+				if !strings.Contains(req.URI, "per_page=15") || !strings.Contains(req.URI, "membership=true") || !strings.Contains(req.URI, "order_by=id") {
+					t.Fatalf("request %s", req.URI)
 				}
 			}
 		})
@@ -393,7 +402,7 @@ func TestListOptions(t *testing.T) {
 	if _, err := c.ListRepositories(t.Context(), connectors.ListOptions{Limit: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.seen()[0].rawURI; !strings.Contains(got, "per_page=100") {
+	if got := f.Seen()[0].URI; !strings.Contains(got, "per_page=100") {
 		t.Fatalf("limit not capped at GitLab's 100: %s", got)
 	}
 	for _, bad := range []string{"page=0", "page=x", "private_token=abc", "%zz", "page=1&page=2", strings.Repeat("a", 2000)} {
@@ -402,7 +411,7 @@ func TestListOptions(t *testing.T) {
 			t.Fatalf("cursor %q: %v", bad, err)
 		}
 	}
-	if n := len(f.seen()); n != 1 {
+	if n := len(f.Seen()); n != 1 {
 		t.Fatalf("%d requests, want only the first", n)
 	}
 }
@@ -417,7 +426,7 @@ func TestGroupScopedDiscovery(t *testing.T) {
 	if len(page.Items) != 1 || page.Items[0].FullName != "acme/platform/team/web.app" || page.Items[0].Private {
 		t.Fatalf("group projects = %+v", page.Items)
 	}
-	if got := f.seen()[0].rawURI; !strings.HasPrefix(got, "/api/v4/groups/acme%2Fplatform/projects?") || !strings.Contains(got, "include_subgroups=true") {
+	if got := f.Seen()[0].URI; !strings.HasPrefix(got, "/api/v4/groups/acme%2Fplatform/projects?") || !strings.Contains(got, "include_subgroups=true") {
 		t.Fatalf("sent %s", got)
 	}
 	r := newConn(t, f, opts{conf: map[string]any{"group": "nope"}}).TestConnection(t.Context())
@@ -429,32 +438,32 @@ func TestGroupScopedDiscovery(t *testing.T) {
 func TestFaults(t *testing.T) {
 	tests := []struct {
 		name       string
-		route      string
-		fault      fakeFault
+		route      gitlabtest.Route
+		fault      gitlabtest.Fault
 		wantClass  fault.Class
 		wantRetry  time.Duration
 		wantInMsg  []string
 		wantChecks string
 	}{
-		{"401 on version", "version", fakeFault{status: 401}, fault.ClassPermanent, 0,
+		{"401 on version", gitlabtest.RouteVersion, gitlabtest.Fault{Status: 401}, fault.ClassPermanent, 0,
 			[]string{"read version", "401 Unauthorized", "invalid, expired or revoked"}, "version:false"},
-		{"403 insufficient scope on user", "user", fakeFault{status: 403, body: `{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"read_user api"}`},
+		{"403 insufficient scope on user", gitlabtest.RouteUser, gitlabtest.Fault{Status: 403, Body: `{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"read_user api"}`},
 			fault.ClassPermanent, 0, []string{"403 Forbidden", "insufficient_scope", "read_api or api scope"}, "version:true user:false"},
-		{"404 on projects", "projects", fakeFault{status: 404, body: `{"error":"404 Not Found"}`}, fault.ClassPermanent, 0,
+		{"404 on projects", gitlabtest.RouteProjects, gitlabtest.Fault{Status: 404, Body: `{"error":"404 Not Found"}`}, fault.ClassPermanent, 0,
 			[]string{"list projects", "404"}, "version:true user:true repos:false"},
-		{"429 with Retry-After", "projects", fakeFault{status: 429, header: http.Header{"Retry-After": {"30"}}}, fault.ClassTransient, 30 * time.Second,
+		{"429 with Retry-After", gitlabtest.RouteProjects, gitlabtest.Fault{Status: 429, Header: http.Header{"Retry-After": {"30"}}}, fault.ClassTransient, 30 * time.Second,
 			[]string{"429", "rate limited"}, "version:true user:true repos:false"},
-		{"500", "version", fakeFault{status: 500, body: `{"message":"500 Internal Server Error"}`}, fault.ClassTransient, 0,
+		{"500", gitlabtest.RouteVersion, gitlabtest.Fault{Status: 500, Body: `{"message":"500 Internal Server Error"}`}, fault.ClassTransient, 0,
 			[]string{"500", "server failed"}, "version:false"},
-		{"503 with Retry-After", "user", fakeFault{status: 503, header: http.Header{"Retry-After": {"5"}}}, fault.ClassTransient, 5 * time.Second,
+		{"503 with Retry-After", gitlabtest.RouteUser, gitlabtest.Fault{Status: 503, Header: http.Header{"Retry-After": {"5"}}}, fault.ClassTransient, 5 * time.Second,
 			[]string{"503"}, "version:true user:false"},
-		{"HTML from a proxy", "version", fakeFault{status: 200, body: "<html>login</html>"}, fault.ClassPermanent, 0,
+		{"HTML from a proxy", gitlabtest.RouteVersion, gitlabtest.Fault{Status: 200, Body: "<html>login</html>"}, fault.ClassPermanent, 0,
 			[]string{"not GitLab's JSON"}, "version:false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := seeded(t)
-			f.setFault(tt.route, tt.fault)
+			f.Fail(tt.route, tt.fault)
 			r := newConn(t, f, opts{}).TestConnection(t.Context())
 			if r.Status != connectors.StatusUnhealthy || r.OK() {
 				t.Fatalf("status %s", r.Status)
@@ -485,7 +494,7 @@ func TestRateLimitFromGitLabHeaders(t *testing.T) {
 	t.Run("429 without Retry-After waits for RateLimit-Reset", func(t *testing.T) {
 		f := seeded(t)
 		reset := time.Now().Add(90 * time.Second).Truncate(time.Second)
-		f.setFault("projects", fakeFault{status: 429, header: http.Header{
+		f.Fail(gitlabtest.RouteProjects, gitlabtest.Fault{Status: 429, Header: http.Header{
 			"Ratelimit-Reset": {fmt.Sprint(reset.Unix())}, "Ratelimit-Remaining": {"0"}, "Ratelimit-Limit": {"2000"},
 		}})
 		_, err := newConn(t, f, opts{}).ListRepositories(t.Context(), connectors.ListOptions{})
@@ -498,9 +507,11 @@ func TestRateLimitFromGitLabHeaders(t *testing.T) {
 	})
 	t.Run("spent budget answers 429 Retry-After", func(t *testing.T) {
 		f := seeded(t)
-		f.remaining = 2
+		f.SetRemaining(2)
 		r := newConn(t, f, opts{}).TestConnection(t.Context())
-		if r.Class != fault.ClassTransient || fault.RetryAfterOf(r.Err) != 42*time.Second {
+		// The fake's Retry-After is the time left in its window.
+		wait := time.Until(f.RateLimitReset())
+		if d := fault.RetryAfterOf(r.Err); r.Class != fault.ClassTransient || d < wait-2*time.Second || d > wait+2*time.Second {
 			t.Fatalf("class %v retry %v: %v", r.Class, fault.RetryAfterOf(r.Err), r.Err)
 		}
 		if r.RateLimit == nil || r.RateLimit.Remaining != 0 {
@@ -509,7 +520,7 @@ func TestRateLimitFromGitLabHeaders(t *testing.T) {
 	})
 	t.Run("low headroom degrades", func(t *testing.T) {
 		f := seeded(t)
-		f.remaining = 100 // of 2000: 5 %
+		f.SetRemaining(100) // of 2000: 5 %
 		r := newConn(t, f, opts{}).CheckHealth(t.Context())
 		if r.Status != connectors.StatusDegraded || !r.OK() || !strings.Contains(r.Message, "rate limit nearly used") {
 			t.Fatalf("status %s %q", r.Status, r.Message)
@@ -523,7 +534,7 @@ func TestRateLimitFromGitLabHeaders(t *testing.T) {
 func TestTimeouts(t *testing.T) {
 	t.Run("configured timeout", func(t *testing.T) {
 		f := seeded(t)
-		f.setFault("version", fakeFault{slow: true})
+		f.Fail(gitlabtest.RouteVersion, gitlabtest.Fault{Slow: true})
 		c := newConn(t, f, opts{conf: map[string]any{"timeoutSeconds": 1}})
 		start := time.Now()
 		r := c.CheckHealth(t.Context())
@@ -536,7 +547,7 @@ func TestTimeouts(t *testing.T) {
 	})
 	t.Run("caller's deadline", func(t *testing.T) {
 		f := seeded(t)
-		f.setFault("projects", fakeFault{slow: true})
+		f.Fail(gitlabtest.RouteProjects, gitlabtest.Fault{Slow: true})
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
 		_, err := newConn(t, f, opts{}).ListRepositories(ctx, connectors.ListOptions{})
@@ -587,7 +598,8 @@ func TestRedirectNeverCarriesTheToken(t *testing.T) {
 		if r.Header.Get("Private-Token") != "" || r.Header.Get("Job-Token") != "" {
 			leaked.Store(true)
 		}
-		writeJSON(w, 200, map[string]string{"version": "evil"})
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"version":"evil"}`)
 	}))
 	defer elsewhere.Close()
 	// 127.0.0.1 and localhost are different hosts to net/http, as two
@@ -627,7 +639,7 @@ func TestSecretsResolvedPerCallAndNeverShown(t *testing.T) {
 		t.Fatalf("%d resolutions, want one per call", sec.calls)
 	}
 	// Now failing calls, whose errors are logged.
-	f.setFault("version", fakeFault{status: 401})
+	f.Fail(gitlabtest.RouteVersion, gitlabtest.Fault{Status: 401})
 	r := c.TestConnection(t.Context())
 	_, err := c.ListBranches(t.Context(), "acme/nope", connectors.ListOptions{})
 	if err == nil || r.OK() {
@@ -747,7 +759,7 @@ func TestRegistered(t *testing.T) {
 	}
 	f := seeded(t)
 	c, err := connectors.Default().New(connectors.Config{
-		Type: Type, Config: json.RawMessage(fmt.Sprintf(`{"endpoint":%q,"token":%q}`, f.endpoint(), patRef)),
+		Type: Type, Config: json.RawMessage(fmt.Sprintf(`{"endpoint":%q,"token":%q}`, f.URL(), patRef)),
 		Secrets: testSecrets(), HTTPClient: testClient(t),
 	})
 	if err != nil {
@@ -808,7 +820,7 @@ func TestRedirectWithinTheInstance(t *testing.T) {
 			return
 		}
 		// Same host and port as the client saw: pass on to the fake.
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, f.srv.URL+r.URL.RequestURI(), nil)
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, f.URL()+r.URL.RequestURI(), nil)
 		req.Header = r.Header.Clone()
 		resp, err := testClient(t).Do(req)
 		if err != nil {
@@ -828,7 +840,7 @@ func TestRedirectWithinTheInstance(t *testing.T) {
 	if r := c.CheckHealth(t.Context()); !r.OK() {
 		t.Fatalf("%s %q", r.Status, r.Message)
 	}
-	if n := len(f.seen()); n != 2 {
+	if n := len(f.Seen()); n != 2 {
 		t.Fatalf("the fake saw %d requests, want 2 through the redirect", n)
 	}
 	c = newConn(t, nil, opts{conf: map[string]any{"endpoint": front.URL + "/loop"}})
