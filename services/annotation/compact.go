@@ -1,7 +1,10 @@
 package annotation
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
+	"time"
 
 	"inthub.dev/events"
 	"inthub.dev/pkg/deadletter"
@@ -15,7 +18,8 @@ import (
 //
 //   - the same (repository, pull request, key) sticky comment, the same
 //     (repository, commit, context) status, the same (repository, commit,
-//     external id or name) check run: the newest entry wins;
+//     external id or name) check run: the newest entry (by the request's
+//     CloudEvents time) wins;
 //   - an entry for a pull request whose newer entries name another head
 //     commit is for a superseded head: dropped.
 //
@@ -24,8 +28,9 @@ import (
 // worker dead-letters them with the reason when they are drained.
 func Compact(letters []deadletter.Letter) map[uint64]string {
 	type entry struct {
-		seq uint64
-		req events.AnnotationRequested
+		seq  uint64
+		time time.Time
+		req  events.AnnotationRequested
 	}
 	var es []entry
 	for _, l := range letters {
@@ -37,8 +42,13 @@ func Compact(letters []deadletter.Letter) map[uint64]string {
 		if ev.Decode(&req) != nil {
 			continue
 		}
-		es = append(es, entry{l.Seq, req})
+		es = append(es, entry{l.Seq, ev.Time, req})
 	}
+	// Newer means published later by Scanner (the event's time), not
+	// spooled later: concurrent deliveries reach the spool in any order.
+	slices.SortStableFunc(es, func(a, b entry) int {
+		return cmp.Or(a.time.Compare(b.time), cmp.Compare(a.seq, b.seq))
+	})
 	drop := map[uint64]string{}
 	newest := map[string]uint64{} // target → seq of its newest entry
 	head := map[string]string{}   // repository+PR → newest head commit

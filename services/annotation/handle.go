@@ -67,7 +67,9 @@ func (s *Service) handle(ctx context.Context, ev events.Event) error {
 			slog.String("level", vs[g.level].name))
 		return bus.Defer(g.wait, fmt.Sprintf("write budget of %s", account))
 	}
+	attempt = max(attempt-g.deferrals, 1)
 	v := vs[g.level]
+	v.req.Attempt = attempt
 	if g.level > 0 {
 		s.m.fallbacks.WithLabelValues(provider, v.name).Inc()
 		log.Info("write budget short: posting a cheaper form", "level", v.name, "writes", v.cost, "requestedWrites", vs[0].cost)
