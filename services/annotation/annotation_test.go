@@ -61,9 +61,9 @@ func TestRefusedRequestsAreDeadLettered(t *testing.T) {
 		req    events.AnnotationRequested
 		reason string
 	}{
-		"unknown integration":  {tenantA, status(newID(), "c"), "unknown to tenant"},
-		"another tenant's":     {tenantA, status(other, "c"), "unknown to tenant"},
-		"disabled":             {tenantA, status(disabled, "c"), "disabled"},
+		"unknown integration": {tenantA, status(newID(), "c"), "unknown to tenant"},
+		"another tenant's":    {tenantA, status(other, "c"), "unknown to tenant"},
+		"disabled":            {tenantA, status(disabled, "c"), "disabled"},
 	}
 	ids := map[string]string{}
 	for name, c := range cases {

@@ -50,8 +50,8 @@ func Compact(letters []deadletter.Letter) map[uint64]string {
 		return cmp.Or(a.time.Compare(b.time), cmp.Compare(a.seq, b.seq))
 	})
 	drop := map[uint64]string{}
-	newest := map[string]uint64{} // target → seq of its newest entry
-	head := map[string]string{}   // repository+PR → newest head commit
+	newest := map[string]uint64{}       // target → seq of its newest entry
+	head := map[string]string{}         // repository+PR → newest head commit
 	for i := len(es) - 1; i >= 0; i-- { // newest first
 		e := es[i]
 		if pr := prKey(e.req); pr != "" && e.req.CommitSHA != "" {

@@ -84,13 +84,17 @@ type recConn struct {
 	cfg connectors.Config
 }
 
-func (c *recConn) Type() string                                       { return "test.recorder" }
-func (c *recConn) Provider() string                                   { return "recorder" }
-func (c *recConn) Validate() error                                    { return nil }
-func (c *recConn) Close() error                                       { return nil }
-func (c *recConn) TestConnection(context.Context) connectors.Result   { return connectors.Result{Status: connectors.StatusHealthy} }
-func (c *recConn) CheckHealth(context.Context) connectors.Result      { return connectors.Result{Status: connectors.StatusHealthy} }
-func (c *recConn) AnnotationScope() (string, string)                  { return "recorder.example", c.cfg.IntegrationID }
+func (c *recConn) Type() string     { return "test.recorder" }
+func (c *recConn) Provider() string { return "recorder" }
+func (c *recConn) Validate() error  { return nil }
+func (c *recConn) Close() error     { return nil }
+func (c *recConn) TestConnection(context.Context) connectors.Result {
+	return connectors.Result{Status: connectors.StatusHealthy}
+}
+func (c *recConn) CheckHealth(context.Context) connectors.Result {
+	return connectors.Result{Status: connectors.StatusHealthy}
+}
+func (c *recConn) AnnotationScope() (string, string) { return "recorder.example", c.cfg.IntegrationID }
 func (c *recConn) Writes(req connectors.AnnotationRequest) int {
 	c.r.mu.Lock()
 	w := c.r.writes
