@@ -116,6 +116,15 @@ func (v Values) Int(name string, min int) (int, error) {
 	return n, nil
 }
 
+// Float parses an option as a number of at least min.
+func (v Values) Float(name string, min float64) (float64, error) {
+	f, err := strconv.ParseFloat(v.String(name), 64)
+	if err != nil || f < min {
+		return 0, Usagef("--%s: %q is not a number of at least %g", name, v.String(name), min)
+	}
+	return f, nil
+}
+
 // Duration parses an option as a positive duration.
 func (v Values) Duration(name string) (time.Duration, error) {
 	d, err := time.ParseDuration(v.String(name))

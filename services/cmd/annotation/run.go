@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+
+	"inthub.dev/services/annotation"
+	"inthub.dev/services/internal/cli"
+)
+
+var command = cli.Command{Name: "annotation", Head: usageHead, Options: []cli.Option{
+	cli.Flag("nats-url", "NATS_URL", "nats://127.0.0.1:4250", "NATS servers, comma-separated"),
+	cli.Flag("listen", "ANNOTATION_LISTEN", "127.0.0.1:8082", "HTTP address of /healthz, /readyz and /metrics"),
+	cli.Flag("data-dir", "ANNOTATION_DATA_DIR", "./.inthub/annotation", "local state: the spool of result events waiting for NATS"),
+	cli.Flag("durable", "ANNOTATION_DURABLE", "annotation", "JetStream durable consumer shared by the replicas"),
+	cli.Flag("concurrency", "ANNOTATION_CONCURRENCY", "8", "requests handled at once"),
+	cli.Flag("max-deliver", "ANNOTATION_MAX_DELIVER", "10", "deliveries of a request before it is dead-lettered"),
+	cli.Flag("writes-per-second", "ANNOTATION_WRITES_PER_SECOND", "1", "write budget per account (GitHub App installation, GitLab token)"),
+	cli.Flag("writes-per-minute", "ANNOTATION_WRITES_PER_MINUTE", "80", "write budget per account and minute (0: none)"),
+	cli.Flag("writes-per-hour", "ANNOTATION_WRITES_PER_HOUR", "500", "write budget per account and hour (0: none)"),
+	cli.Flag("host-writes-per-second", "ANNOTATION_HOST_WRITES_PER_SECOND", "10", "write budget per API host, all accounts together"),
+	cli.Flag("offline-after", "ANNOTATION_OFFLINE_AFTER", "2m", "an integration's breaker open this long: its requests go to the spool"),
+	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
+}}
+
+const usageHead = `Usage: annotation [flags]
+
+Consumes scm.annotation.requested and posts each request to GitHub or
+GitLab (comment, commit status, check run), within a write budget per
+account and host; reports scm.annotation.completed or scm.annotation.failed.
+Requests for an integration that stays down wait in the spool and are
+posted when integration.health_changed says it is healthy again. Serves
+/healthz, /readyz and /metrics.
+
+Flags (each defaults to its environment variable, else the value shown):
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, dev, natsURL, err := parse(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "annotation")
+	cfg.Egress.AllowLoopback = dev
+	cfg.Egress.AllowHTTP = dev
+	nc, err := cli.ConnectNATS(natsURL, "inthub-annotation")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	svc, err := annotation.New(cfg, nc)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
+
+// parse turns flags into the worker's config; --help returns ErrHelp
+// after printing.
+func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev bool, natsURL string, err error) {
+	v, err := command.Parse(args, stdout, stderr)
+	if err != nil {
+		return cfg, false, "", err
+	}
+	if dev, err = v.Bool("dev"); err != nil {
+		return
+	}
+	if cfg.Concurrency, err = v.Int("concurrency", 1); err != nil {
+		return
+	}
+	if cfg.MaxDeliver, err = v.Int("max-deliver", 1); err != nil {
+		return
+	}
+	var perSec, hostPerSec float64
+	if perSec, err = v.Float("writes-per-second", 0.001); err != nil {
+		return
+	}
+	if hostPerSec, err = v.Float("host-writes-per-second", 0.001); err != nil {
+		return
+	}
+	if cfg.AccountBudget.PerMinute, err = v.Int("writes-per-minute", 0); err != nil {
+		return
+	}
+	if cfg.AccountBudget.PerHour, err = v.Int("writes-per-hour", 0); err != nil {
+		return
+	}
+	cfg.AccountBudget.PerSecond = perSec
+	cfg.HostBudget.PerSecond = hostPerSec
+	if cfg.OfflineAfter, err = v.Duration("offline-after"); err != nil {
+		return
+	}
+	if v.String("data-dir") == "" {
+		return cfg, dev, "", cli.Usagef("--data-dir must not be empty")
+	}
+	cfg.Listen, cfg.DataDir, cfg.Durable = v.String("listen"), v.String("data-dir"), v.String("durable")
+	return cfg, dev, v.String("nats-url"), nil
+}

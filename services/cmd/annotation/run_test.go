@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHelpExitsZero(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &stdout, &stderr); err != nil {
+		t.Fatalf("--help = %v, want nil", err)
+	}
+	for _, want := range []string{"--nats-url", "NATS_URL", "--listen", "ANNOTATION_LISTEN", "127.0.0.1:8082",
+		"--data-dir", "--writes-per-second", "--writes-per-minute", "--offline-after", "--dev"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+func TestBadFlagsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--nope"}, {"extra"}, {"--concurrency", "0"}, {"--writes-per-second", "fast"},
+		{"--writes-per-minute", "-1"}, {"--offline-after", "soon"}, {"--dev", "maybe"}, {"--data-dir", ""},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), args, &stdout, &stderr)
+		if err == nil || exitCode(err) != 2 {
+			t.Errorf("run(%q) = %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+}
+
+func TestFlagsMakeTheConfig(t *testing.T) {
+	t.Setenv("ANNOTATION_WRITES_PER_MINUTE", "40")
+	var out bytes.Buffer
+	cfg, dev, url, err := parse([]string{"--writes-per-second", "0.5", "--offline-after", "5m", "--dev=true", "--nats-url", "nats://a:1,nats://b:2"}, &out, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AccountBudget.PerSecond != 0.5 || cfg.AccountBudget.PerMinute != 40 || cfg.AccountBudget.PerHour != 500 ||
+		cfg.HostBudget.PerSecond != 10 || cfg.OfflineAfter != 5*time.Minute || !dev || url != "nats://a:1,nats://b:2" ||
+		cfg.Durable != "annotation" || cfg.MaxDeliver != 10 {
+		t.Fatalf("cfg = %+v dev=%v url=%s", cfg, dev, url)
+	}
+}
