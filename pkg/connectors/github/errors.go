@@ -47,6 +47,12 @@ type op struct {
 	kind opKind
 	name string // "list installation repositories"
 	repo string // owner/name, for opRepo
+	// target is what in repo the call is about ("pull request #42"), for
+	// a 404 to name it.
+	target string
+	// perm is the installation permission a write needs ("checks:
+	// write"), for a 403 to name it.
+	perm string
 }
 
 // defaultSecondaryWait is the wait after a secondary rate limit that came
@@ -162,9 +168,28 @@ func responseOf(err error) (resp *http.Response, kind opKind, ghMsg string) {
 	}
 	var er *gh.ErrorResponse
 	if errors.As(err, &er) && er.Response != nil {
-		return er.Response, opInstallation, er.Message
+		return er.Response, opInstallation, errorMessage(er)
 	}
 	return nil, 0, ""
+}
+
+// errorMessage is GitHub's message with its validation errors, which say
+// what a 422 refused ("description is too long (maximum is 140
+// characters)").
+func errorMessage(er *gh.ErrorResponse) string {
+	var details []string
+	for _, e := range er.Errors {
+		switch {
+		case e.Message != "":
+			details = append(details, e.Message)
+		case e.Field != "" || e.Code != "":
+			details = append(details, strings.TrimSpace(e.Field+" "+strings.ReplaceAll(e.Code, "_", " ")))
+		}
+	}
+	if len(details) == 0 {
+		return er.Message
+	}
+	return er.Message + ": " + strings.Join(details, "; ")
 }
 
 func (c *Connector) fromStatus(o op, resp *http.Response, ghMsg string, err error) error {
@@ -174,8 +199,8 @@ func (c *Connector) fromStatus(o op, resp *http.Response, ghMsg string, err erro
 	code := resp.StatusCode
 	said := strconv.Itoa(code)
 	if m := strings.TrimSpace(ghMsg); m != "" {
-		if len(m) > 200 {
-			m = m[:200] + "…"
+		if len(m) > 300 {
+			m = strings.ToValidUTF8(m[:300], "") + "…"
 		}
 		said += " " + m
 	}
@@ -201,6 +226,8 @@ func (c *Connector) fromStatus(o op, resp *http.Response, ghMsg string, err erro
 		return fail(fault.ClassPermanent, 0, fmt.Sprintf("GitHub refused the installation token (%s)", said))
 	case code == http.StatusForbidden && limited:
 		return fail(fault.ClassTransient, wait, fmt.Sprintf("GitHub rate-limited the call; retry after %s (%s)", wait.Round(time.Second), said))
+	case code == http.StatusForbidden && o.perm != "":
+		return fail(fault.ClassPermanent, 0, fmt.Sprintf("GitHub refused the call: the app lacks the permission %s, or the installation is suspended (%s)", o.perm, said))
 	case code == http.StatusForbidden:
 		return fail(fault.ClassPermanent, 0, fmt.Sprintf("GitHub refused the call: the app lacks the permission it needs, or the installation is suspended (%s)", said))
 	case code == http.StatusNotFound:
@@ -208,12 +235,19 @@ func (c *Connector) fromStatus(o op, resp *http.Response, ghMsg string, err erro
 		case opToken:
 			return fail(fault.ClassPermanent, 0, fmt.Sprintf("installation %d of app %d was not found: the app was uninstalled, or the id belongs to another app (%s)", c.conf.InstallationID, c.conf.AppID, said))
 		case opRepo:
+			if o.target != "" {
+				return fail(fault.ClassPermanent, 0, fmt.Sprintf("%s of %s was not found, or the installation cannot see repository %s (%s)", o.target, o.repo, o.repo, said))
+			}
 			return fail(fault.ClassPermanent, 0, fmt.Sprintf("repository %s was not found, or the installation cannot see it (%s)", o.repo, said))
 		default:
 			return fail(fault.ClassPermanent, 0, fmt.Sprintf("not found: is %s a GitHub API root? (%s)", c.ends.api, said))
 		}
 	case code == http.StatusTooManyRequests:
+		// go-github v62 returns a plain ErrorResponse for a 429: the wait
+		// is Retry-After, or the reset of a spent budget (shared rules).
 		return fail(fault.ClassTransient, wait, fmt.Sprintf("GitHub rate-limited the call; retry after %s (%s)", wait.Round(time.Second), said))
+	case code == http.StatusUnprocessableEntity:
+		return fail(fault.ClassPermanent, 0, fmt.Sprintf("GitHub refused the request as invalid (%s)", said))
 	case code == http.StatusRequestTimeout || code >= 500:
 		return fail(fault.ClassOf(shared), fault.RetryAfterOf(shared), fmt.Sprintf("GitHub failed to answer (%s)", said))
 	case code >= 300 && code < 400:

@@ -35,7 +35,7 @@ const (
 )
 
 // Capabilities are what the connector does besides test and health.
-var capabilities = []string{"repos", "branches", "tags"}
+var capabilities = []string{"repos", "branches", "tags", "comment", "status", "check_run"}
 
 func init() {
 	schema, err := schemas.ConfigSchema(Type)
@@ -52,7 +52,7 @@ func Info(schema []byte) connectors.Info {
 		Type:         Type,
 		Provider:     Provider,
 		DisplayName:  "GitHub App",
-		Description:  "A GitHub App installation on github.com or GitHub Enterprise Server: repositories, branches and tags of the installation.",
+		Description:  "A GitHub App installation on github.com or GitHub Enterprise Server: repositories, branches and tags of the installation; pull-request comments, commit statuses and check runs.",
 		Capabilities: capabilities,
 		ConfigSchema: schema,
 	}
@@ -75,6 +75,8 @@ type Connector struct {
 	tokens       *tokenSource // the long-lived installation token
 	app          *gh.Client   // authenticated as the app (JWT)
 	inst         *gh.Client   // authenticated as the installation
+
+	ann annotations // what Annotate has written (annotate.go)
 }
 
 var (
