@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"inthub.dev/pkg/deadletter"
+	"inthub.dev/services/annotation"
 )
 
 // defaultNATSURL is where `inthub dev` (make run) puts its embedded server;
@@ -162,7 +163,10 @@ order (so the order per integration is kept), and deletes it from the spool
 once JetStream acknowledged the publish. The new Nats-Msg-Id is derived from
 the entry (<original id>:drain:<spool seq>), so draining again after an
 interruption does not deliver a payload twice. Stops at the first failure.
-An audit record (JSON) is written to stderr.`,
+Annotation requests superseded by a newer one for the same target (sticky
+comment key, status context, check run; or an older head commit of the same
+pull request) are deleted instead of drained, as the annotation worker's own
+drain does. An audit record (JSON) is written to stderr.`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				filterFlags(fs, o, "spooled time")
 				changeFlags(fs, o, "drained")
@@ -531,6 +535,9 @@ func (a *app) replay(c string, o *opts, pos []string, spool bool) error {
 	ro := deadletter.ReplayOptions{DryRun: o.dryRun, Operator: op, Seqs: o.seqs}
 	var res deadletter.ReplayResult
 	if spool {
+		// The same merge rule as the worker's own drain: the newest
+		// request per target, none for a superseded head.
+		ro.Compact = annotation.Compact
 		res, err = st.SpoolDrain(a.ctx, f, ro)
 	} else {
 		res, err = st.Replay(a.ctx, f, ro)

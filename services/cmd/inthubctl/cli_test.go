@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"inthub.dev/events"
 	"net"
 	"slices"
 	"strconv"
@@ -458,5 +459,45 @@ func TestSpool(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, `"msg":"spool drain"`) {
 		t.Errorf("no audit record: %q", r.stderr)
+	}
+}
+
+// spool drain applies the annotation worker's merge rule: only the newest
+// request per target is drained.
+func TestSpoolDrainKeepsTheNewestPerTarget(t *testing.T) {
+	f := newFixture(t)
+	in := "5f0c7a4e-1111-4222-8333-444455556666"
+	tenant := "0b5a3bb0-6a43-4d7e-9a39-6f1f9d9a0001"
+	var ids []string
+	for i, state := range []string{"pending", "failure", "success"} {
+		ev, err := events.New(events.SubjectAnnotationRequested, "scanner", tenant, events.AnnotationRequested{
+			IntegrationID: in, Operation: events.OpStatus, Repository: events.Repository{Owner: "acme", Name: "api"},
+			CommitSHA: "0123456789abcdef0123456789abcdef01234567",
+			Status:    &events.CommitStatus{State: state, Context: "scan"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Time = now.Add(time.Duration(i) * time.Second)
+		b, err := ev.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ev.ID)
+		h := nats.Header{}
+		h.Set(bus.HeaderMsgID, ev.ID)
+		h.Set(bus.HeaderIntegrationID, in)
+		h.Set(bus.HeaderOriginalSubject, events.SubjectAnnotationRequested)
+		if _, err := f.js.PublishMsg(f.ctx, &nats.Msg{Subject: bus.SpoolSubject(events.SubjectAnnotationRequested, in), Header: h, Data: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := f.run("spool", "drain", "--integration", in, "--operator", "ops")
+	if r.code != exitOK || !strings.Contains(r.stdout, "drained 1 spooled payload") ||
+		strings.Count(r.stdout, "superseded, not drained") != 2 || !strings.Contains(r.stdout, ids[2]+":drain:3") {
+		t.Fatalf("drain: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if f.msgs(bus.StreamSpool) != 0 || f.msgs(bus.StreamSCM) != 1 {
+		t.Errorf("after drain: spool %d, SCM %d; want 0 and 1", f.msgs(bus.StreamSpool), f.msgs(bus.StreamSCM))
 	}
 }

@@ -103,12 +103,23 @@ type replayResultJSON struct {
 	DryRun   bool           `json:"dryRun"`
 	Count    int            `json:"count"`
 	Replayed []replayedJSON `json:"replayed"`
+	// Dropped are spool entries superseded by a newer one for the same
+	// target (spool drain only): deleted, not drained.
+	Dropped []droppedJSON `json:"dropped,omitempty"`
+}
+
+type droppedJSON struct {
+	Seq    uint64 `json:"seq"`
+	Reason string `json:"reason"`
 }
 
 func replayToJSON(r deadletter.ReplayResult) replayResultJSON {
 	j := replayResultJSON{DryRun: r.DryRun, Count: len(r.Replayed), Replayed: []replayedJSON{}}
 	for _, x := range r.Replayed {
 		j.Replayed = append(j.Replayed, replayedJSON{Seq: x.Seq, OriginalSubject: x.OriginalSubject, NewMsgID: x.NewMsgID, Duplicate: x.Duplicate})
+	}
+	for _, x := range r.Dropped {
+		j.Dropped = append(j.Dropped, droppedJSON{Seq: x.Seq, Reason: x.Reason})
 	}
 	return j
 }
@@ -205,6 +216,11 @@ func writeReplayTable(w io.Writer, r deadletter.ReplayResult, spool bool) error 
 	verb, noun := "replayed", "dead letter"
 	if spool {
 		verb, noun = "drained", "spooled payload"
+	}
+	for _, x := range r.Dropped {
+		if _, err := fmt.Fprintf(w, "seq %d superseded, not drained: %s\n", x.Seq, x.Reason); err != nil {
+			return err
+		}
 	}
 	n := len(r.Replayed)
 	if r.DryRun {
