@@ -1,6 +1,7 @@
 package gitlab
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,21 +42,43 @@ type response struct {
 	rateLimit *connectors.RateLimit
 }
 
-// call is one API request: GET root/elems...?query, decoding JSON into out.
+// call is one API request: root/elems...?query, decoding JSON into out.
 type call struct {
 	op    string // what the user reads in an error: "list projects"
 	elems []string
 	query url.Values
 }
 
-// get performs a call with cred. Errors are fault-classified, name the
+// get performs a GET with cred. Errors are fault-classified, name the
 // operation and never hold the token (it is only ever a header value).
 func (c *Connector) get(ctx context.Context, cred credential, cl call, out any) (response, error) {
+	return c.do(ctx, cred, http.MethodGet, cl, nil, out)
+}
+
+// send performs a write (POST, PUT) with a JSON body. It is sent once:
+// nothing here retries it, and net/http re-sends a request only when the
+// connection broke before any of it was written. A write whose answer is
+// lost (a timeout, a proxy's 502) may have been applied; callers find
+// what they wrote by its marker before writing again, which a blind
+// retry (go-gitlab's retryablehttp) cannot do.
+func (c *Connector) send(ctx context.Context, cred credential, method string, cl call, in, out any) (response, error) {
+	return c.do(ctx, cred, method, cl, in, out)
+}
+
+func (c *Connector) do(ctx context.Context, cred credential, method string, cl call, in, out any) (response, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeout)
 	defer cancel()
 
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return response{}, fault.Permanentf("gitlab: %s: encode request: %w", cl.op, err)
+		}
+		body = bytes.NewReader(b)
+	}
 	u := apiURL(c.root, cl.query, cl.elems...)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return response{}, fault.Permanentf("gitlab: %s: build request: %w", cl.op, err)
 	}
@@ -65,6 +88,9 @@ func (c *Connector) get(ctx context.Context, cred credential, cl call, out any) 
 	req.Header.Set(cred.header, cred.value)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "inthub-connector-gitlab")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 
 	start := time.Now()
 	resp, err := c.client.Do(req)
@@ -76,11 +102,18 @@ func (c *Connector) get(ctx context.Context, cred credential, cl call, out any) 
 	defer resp.Body.Close()
 
 	r := response{rateLimit: connectors.ParseRateLimit(resp.Header)}
-	if cerr := classify(resp); cerr != nil {
+	if cerr := classify(resp, method != http.MethodGet); cerr != nil {
 		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
 		return r, fmt.Errorf("gitlab: %s: %w", cl.op, cerr)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if resp.StatusCode >= 300 {
+		// Only a write gets here with a redirect: guardRedirects does
+		// not follow one for it.
+		cerr := fault.Permanentf("gitlab: %s: answered %d (a redirect) to a write; set the endpoint to the GitLab root it redirects to", cl.op, resp.StatusCode)
+		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
+		return r, cerr
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		// The headers came, the body stalled or broke off: our deadline
 		// covers the body too.
@@ -88,11 +121,11 @@ func (c *Connector) get(ctx context.Context, cred credential, cl call, out any) 
 		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
 		return r, fmt.Errorf("gitlab: %s: read response: %w", cl.op, cerr)
 	}
-	if len(body) > maxBody {
+	if len(raw) > maxBody {
 		return r, fault.Permanentf("gitlab: %s: response larger than %d bytes", cl.op, maxBody)
 	}
 	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
 			// A proxy's HTML login page answers 200 too; say so rather
 			// than quote the body.
 			return r, fault.Permanentf("gitlab: %s: the answer is not GitLab's JSON (%s); check that the endpoint is the GitLab root", cl.op, resp.Header.Get("Content-Type"))
@@ -130,7 +163,7 @@ func transportError(ctx context.Context, u *url.URL, err error, elapsed, timeout
 // classify maps a GitLab answer to a fault class with connectors.ClassifyHTTP
 // and adds what GitLab says in its error body, which is often the only
 // hint of the fix ("insufficient_scope", "404 Project Not Found").
-func classify(resp *http.Response) error {
+func classify(resp *http.Response, write bool) error {
 	cerr := connectors.ClassifyHTTP(resp, nil)
 	if cerr == nil {
 		return nil
@@ -147,17 +180,25 @@ func classify(resp *http.Response) error {
 			cerr = fault.RetryAfter(cerr, max(rl.Reset.Sub(now), time.Second))
 		}
 	}
-	msg := gitlabMessage(resp)
+	said := gitlabMessage(resp)
+	msg := ""
+	if said != "" {
+		msg = "GitLab says: " + said
+	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
 		msg = joinHint(msg, "the token is invalid, expired or revoked (a CI job token is valid only while its job runs)")
+	case resp.StatusCode == http.StatusForbidden && strings.Contains(msg, "insufficient_scope") && write:
+		msg = joinHint(msg, "give the token the api scope: notes and commit statuses are written through the API")
 	case resp.StatusCode == http.StatusForbidden && strings.Contains(msg, "insufficient_scope"):
 		msg = joinHint(msg, "give the token the read_api or api scope")
+	case resp.StatusCode == http.StatusForbidden && write:
+		msg = joinHint(msg, "the token's user needs a role in the project that may write this (Developer for commit statuses, Reporter for notes)")
 	}
 	if msg == "" {
 		return cerr
 	}
-	return &detailed{err: cerr, detail: msg}
+	return &detailed{err: cerr, detail: msg, said: said}
 }
 
 // detailed appends GitLab's own words to a classified error, keeping the
@@ -165,6 +206,17 @@ func classify(resp *http.Response) error {
 type detailed struct {
 	err    error
 	detail string
+	said   string // GitLab's message as it came
+}
+
+// gitlabSaid is GitLab's own message in a failed call's error, "" if it
+// sent none.
+func gitlabSaid(err error) string {
+	var d *detailed
+	if errors.As(err, &d) {
+		return d.said
+	}
+	return ""
 }
 
 func (d *detailed) Error() string { return d.err.Error() + " (" + d.detail + ")" }
@@ -179,7 +231,8 @@ func joinHint(msg, hint string) string {
 
 // gitlabMessage reads GitLab's error body: {"message": "..."} (a string
 // or a map of field errors) or the OAuth form {"error": "...",
-// "error_description": "..."}. At most 300 characters of it are kept.
+// "error_description": "..."}. At most 300 characters of it are kept;
+// "" when there is none worth showing.
 func gitlabMessage(resp *http.Response) string {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
 	var e struct {
@@ -213,7 +266,7 @@ func gitlabMessage(resp *http.Response) string {
 	if len(msg) > 300 {
 		msg = msg[:300] + "…"
 	}
-	return "GitLab says: " + msg
+	return msg
 }
 
 // nextCursor turns GitLab's pagination headers into an opaque cursor.
@@ -314,6 +367,11 @@ func guardRedirects(base *http.Client) *http.Client {
 	c := *base
 	prev := base.CheckRedirect
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if via[0].Method != http.MethodGet {
+			// A redirected write is re-sent (307, 308) or turned into a
+			// GET (301, 302, 303): neither is what the caller asked for.
+			return http.ErrUseLastResponse
+		}
 		if len(via) >= maxRedirects {
 			return fault.Permanentf("gitlab: stopped after %d redirects", maxRedirects)
 		}

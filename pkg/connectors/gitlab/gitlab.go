@@ -56,7 +56,7 @@ func Info(schema []byte) connectors.Info {
 		Provider:     "gitlab",
 		DisplayName:  "GitLab",
 		Description:  "gitlab.com or a self-managed GitLab, with an access token or a CI job token",
-		Capabilities: []string{"repos", "branches", "tags"},
+		Capabilities: []string{"repos", "branches", "tags", "comment", "status", "check_run"},
 		ConfigSchema: schema,
 	}
 }
@@ -83,6 +83,8 @@ type Connector struct {
 	client  *http.Client
 	logger  *slog.Logger
 	now     func() time.Time
+
+	ann *annotationState // what Annotate remembers (annotate.go)
 }
 
 var (
@@ -99,6 +101,7 @@ func New(cfg connectors.Config) (connectors.Connector, error) {
 		client:  guardRedirects(cfg.HTTPClient),
 		logger:  cfg.Logger,
 		now:     cfg.Now,
+		ann:     newAnnotationState(),
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)

@@ -41,11 +41,25 @@ func (s *Server) projectRoutes(w http.ResponseWriter, r *http.Request, m match, 
 	case RouteCreateStatus:
 		s.createStatus(w, r, p, m.sha, c, body)
 	case RouteStatuses:
-		var list []any
+		// Without all=true GitLab lists the latest status of each name
+		// (older ones of the name are "retried").
+		q := r.URL.Query()
+		latest := map[string]int{}
+		var keep []*Status
 		for _, st := range p.statuses {
-			if st.SHA == m.sha && (r.URL.Query().Get("name") == "" || r.URL.Query().Get("name") == st.Name) {
-				list = append(list, s.statusJSON(st))
+			if st.SHA != m.sha || q.Get("name") != "" && q.Get("name") != st.Name || q.Get("ref") != "" && q.Get("ref") != st.Ref {
+				continue
 			}
+			if i, ok := latest[st.Name+"\x00"+st.Ref]; ok && q.Get("all") != "true" {
+				keep[i] = st
+				continue
+			}
+			latest[st.Name+"\x00"+st.Ref] = len(keep)
+			keep = append(keep, st)
+		}
+		list := make([]any, 0, len(keep))
+		for _, st := range keep {
+			list = append(list, s.statusJSON(st))
 		}
 		s.paginate(w, r, list)
 	case RouteCommitComments, RouteCreateComment:
