@@ -122,7 +122,7 @@ func (c *recConn) Annotate(ctx context.Context, req connectors.AnnotationRequest
 }
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	srv  *natstest.Server
 	js   jetstream.JetStream
@@ -135,7 +135,7 @@ type env struct {
 	stop func()
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	srv := natstest.Start(t)
 	js, nc := srv.JetStream()
@@ -289,7 +289,7 @@ func (e *env) results() (completed []events.AnnotationCompleted, failed []events
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
