@@ -280,3 +280,25 @@ func TestShortBudgetDegradesCheckRun(t *testing.T) {
 }
 
 var _ = bus.Defer
+
+// An integration marked offline in the catalog has its requests spooled
+// without calling the provider.
+func TestIntegrationMarkedOfflineSpools(t *testing.T) {
+	e := newEnv(t)
+	id := newID()
+	e.put(integration(id, tenantA, "test.recorder", "offline"))
+	e.start(annotation.Config{})
+	rid := e.request(tenantA, status(id, "c"))
+	eventually(t, 20*time.Second, "spooled", func() bool { return len(e.spooled()) == 1 })
+	eventually(t, 10*time.Second, "failed(spooled)", func() bool { _, f := e.results(); return len(f) == 1 })
+	_, f := e.results()
+	if f[0].RequestID != rid || !f[0].Spooled || f[0].DeadLettered || f[0].ErrorClass != "offline" || f[0].Attempts != 0 {
+		t.Errorf("failed = %+v", f[0])
+	}
+	if calls, _ := e.rec.snapshot(); len(calls) != 0 {
+		t.Errorf("provider called %d times", len(calls))
+	}
+	if l := e.spooled()[0]; l.IntegrationID != id {
+		t.Errorf("spooled under %q, want %s", l.IntegrationID, id)
+	}
+}
