@@ -28,7 +28,8 @@
 //     the diff (and is refused as GitLab before 16.4 does with
 //     Options.NoFilePositions);
 //   - RateLimit-Limit/Remaining/Reset on every answer and 429 with
-//     Retry-After once the budget is spent.
+//     Retry-After once the budget is spent; GitLab's notes_create limit
+//     (300 notes, discussions and commit comments a minute per user).
 //
 // Faults are injected per route (Fail), at random (SetFlaky), as latency
 // (SetLatency) or as the whole server going away and coming back with its
@@ -55,9 +56,11 @@ import (
 const (
 	DefaultRateLimit   = 2000      // requests per RateLimitWindow
 	DefaultMaxNoteBody = 1_000_000 // GitLab's limit on a note, in characters
-	RateLimitWindow    = time.Minute
-	maxStatusField     = 255 // ref, description, target_url of a commit status
-	maxPerPage         = 100
+	// DefaultNotesPerMinute is GitLab's default notes_create rate limit.
+	DefaultNotesPerMinute = 300
+	RateLimitWindow       = time.Minute
+	maxStatusField        = 255 // ref, description, target_url of a commit status
+	maxPerPage            = 100
 )
 
 // Options configure a fake. Zero values get the defaults noted.
@@ -81,6 +84,10 @@ type Options struct {
 	// LinkOnly paginates with a Link header only (no X-Next-Page, no
 	// totals), as GitLab's keyset pagination and very large lists do.
 	LinkOnly bool
+	// NotesPerMinute is GitLab's notes_create limit: notes, discussions
+	// and commit comments a user may create per minute before GitLab
+	// answers 429 (DefaultNotesPerMinute; negative: no limit).
+	NotesPerMinute int
 }
 
 // Server is a running fake GitLab.
@@ -115,6 +122,7 @@ type Server struct {
 	seen      []Request
 	nextID    int64
 	now       func() time.Time
+	noteTimes map[string][]time.Time // per user: note creations in the last minute
 }
 
 type token struct {
@@ -133,19 +141,23 @@ func New(tb testing.TB, o Options) *Server {
 	if o.MaxNoteBody <= 0 {
 		o.MaxNoteBody = DefaultMaxNoteBody
 	}
+	if o.NotesPerMinute == 0 {
+		o.NotesPerMinute = DefaultNotesPerMinute
+	}
 	s := &Server{
-		tb:       tb,
-		opts:     o,
-		release:  make(chan struct{}),
-		tokens:   map[string]*token{},
-		jobs:     map[string]JobToken{},
-		users:    map[string]int64{},
-		faults:   map[Route]*Fault{},
-		requests: map[Route]int{},
-		writes:   map[Route]int{},
-		rng:      rand.New(rand.NewPCG(1, 2)),
-		nextID:   1000,
-		now:      time.Now,
+		tb:        tb,
+		opts:      o,
+		release:   make(chan struct{}),
+		tokens:    map[string]*token{},
+		jobs:      map[string]JobToken{},
+		users:     map[string]int64{},
+		faults:    map[Route]*Fault{},
+		requests:  map[Route]int{},
+		writes:    map[Route]int{},
+		noteTimes: map[string][]time.Time{},
+		rng:       rand.New(rand.NewPCG(1, 2)),
+		nextID:    1000,
+		now:       time.Now,
 	}
 	s.remaining = o.RateLimit
 	s.reset = s.now().Add(RateLimitWindow).Truncate(time.Second)
@@ -601,7 +613,7 @@ func (s *Server) Fail(route Route, f Fault) {
 }
 
 // Clear removes every injected fault, the flakiness and the latency, and
-// refills the rate-limit budget.
+// refills the rate-limit budgets.
 func (s *Server) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -609,6 +621,7 @@ func (s *Server) Clear() {
 	s.flaky = Flaky{}
 	s.latency = 0
 	s.remaining = s.opts.RateLimit
+	s.noteTimes = map[string][]time.Time{}
 }
 
 // Flaky makes a fraction of the requests fail with 500, 502 or 503.

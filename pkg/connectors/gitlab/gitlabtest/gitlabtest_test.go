@@ -364,6 +364,23 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+func TestNotesCreateLimit(t *testing.T) {
+	s := server(t, gitlabtest.Options{NotesPerMinute: 3})
+	notes := "projects/" + enc + "/merge_requests/7/notes"
+	for i := range 3 {
+		if a := call(t, s, "POST", notes, writer, map[string]any{"body": "n"}); a.status != 201 {
+			t.Fatalf("note %d: %d", i, a.status)
+		}
+	}
+	a := call(t, s, "POST", "projects/"+enc+"/merge_requests/7/discussions", writer, map[string]any{"body": "d"})
+	if a.status != 429 || !strings.Contains(a.raw, "requested too many times") {
+		t.Fatalf("fourth note: %d %s", a.status, a.raw)
+	}
+	if a := call(t, s, "POST", "projects/"+enc+"/statuses/"+head, writer, map[string]any{"state": "success"}); a.status != 201 {
+		t.Fatalf("a status is not a note: %d", a.status)
+	}
+}
+
 func TestDownUpKeepsState(t *testing.T) {
 	s := server(t, gitlabtest.Options{})
 	notes := "projects/" + enc + "/merge_requests/7/notes"

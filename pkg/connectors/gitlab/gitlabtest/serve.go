@@ -309,7 +309,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request, m match, body []byte) {
 	c, ok := s.authenticate(w, r, m.route)
-	if !ok {
+	if !ok || !s.noteThrottle(w, m.route, c) {
 		return
 	}
 	switch m.route {
@@ -374,6 +374,30 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, route Rout
 	}
 	writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "401 Unauthorized"})
 	return caller{}, false
+}
+
+// noteThrottle applies GitLab's notes_create rate limit (per user, per
+// minute, every attempt counted), answering 429 when it is reached.
+func (s *Server) noteThrottle(w http.ResponseWriter, route Route, c caller) bool {
+	if s.opts.NotesPerMinute < 0 || c.tok == nil || (route != RouteCreateNote && route != RouteCreateDiscussion && route != RouteCreateComment) {
+		return true
+	}
+	s.mu.Lock()
+	now := s.now()
+	recent := s.noteTimes[c.user]
+	for len(recent) > 0 && now.Sub(recent[0]) >= time.Minute {
+		recent = recent[1:]
+	}
+	allowed := len(recent) < s.opts.NotesPerMinute
+	if allowed {
+		recent = append(recent, now)
+	}
+	s.noteTimes[c.user] = recent
+	s.mu.Unlock()
+	if !allowed {
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "This endpoint has been requested too many times. Try again later."})
+	}
+	return allowed
 }
 
 func (s *Server) tokenSelf(w http.ResponseWriter, c caller) {
