@@ -56,12 +56,12 @@ func (a *annotator) diff(ctx context.Context, refs diffRefs) (*mrDiff, error) {
 		return d, nil
 	}
 	var files []glDiff
-	err := listAll(ctx, a, a.notesCall("read the diff", "diffs"), maxDiffPages, func(d glDiff) { files = append(files, d) })
+	err := listAll(ctx, a, a.mrCall("read the diff", "diffs"), maxDiffPages, func(d glDiff) { files = append(files, d) })
 	if statusOf(err) == http.StatusNotFound {
 		var ch struct {
 			Changes []glDiff `json:"changes"`
 		}
-		if _, err = a.read(ctx, a.notesCall("read the changes", "changes"), &ch); err != nil {
+		if _, err = a.read(ctx, a.mrCall("read the changes", "changes"), &ch); err != nil {
 			return nil, err
 		}
 		files, err = ch.Changes, nil

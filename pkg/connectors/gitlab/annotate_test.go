@@ -836,3 +836,15 @@ func TestRefusedAndUnknownOutcome(t *testing.T) {
 		t.Fatal("outcomeUnknown")
 	}
 }
+
+// GitLab's notes_create limit answers 429 without Retry-After: the wait
+// is the rate-limit window's reset.
+func TestNotesCreateLimit(t *testing.T) {
+	f := annotationFake(t, gitlabtest.Options{NotesPerMinute: 1})
+	c := newConn(t, f, opts{})
+	annotate(t, c, commentReq("r1", 1, "one", "", false))
+	_, err := c.Annotate(t.Context(), commentReq("r2", 1, "two", "", false))
+	if d := fault.RetryAfterOf(err); fault.ClassOf(err) != fault.ClassTransient || d < time.Second || d > gitlabtest.RateLimitWindow || !strings.Contains(err.Error(), "requested too many times") {
+		t.Fatalf("%v (%v, retry after %v)", err, fault.ClassOf(err), d)
+	}
+}
