@@ -848,3 +848,29 @@ func TestNotesCreateLimit(t *testing.T) {
 		t.Fatalf("%v (%v, retry after %v)", err, fault.ClassOf(err), d)
 	}
 }
+
+// Writes is what a first send costs: over a mix of requests, the writes
+// the fake counted.
+func TestWritesMatchTheFake(t *testing.T) {
+	f := annotationFake(t, gitlabtest.Options{})
+	c := newConn(t, f, opts{})
+	reqs := []connectors.AnnotationRequest{
+		commentReq("a", 1, "sticky", "k1", true),
+		commentReq("b", 1, "plain", "", false),
+		commentReq("c", 1, "sticky, edited", "k1", true),
+		statusReq("d", "pending", "scanning", ""),
+		statusReq("e", "failure", "2 critical", "https://scanner.example/r/2"),
+		checkReq("f", 1, annIID, events.CheckRun{Name: "scan", Status: "in_progress", ExternalID: "f"}),
+		checkReq("g", 1, annIID, events.CheckRun{Name: "scan", Status: "completed", Conclusion: "failure", ExternalID: "f",
+			Annotations: []events.Annotation{ann("main.go", 11, "failure", "x"), ann("main.go", 11, "notice", "y"), ann("cmd/new.go", 5, "warning", "z"), ann("main.go", 3, "notice", "file level")}}),
+		checkReq("h", 1, 0, events.CheckRun{Name: "sbom", Status: "completed", Conclusion: "success", Summary: "ok"}),
+	}
+	want := 0
+	for _, r := range reqs {
+		want += c.Writes(r)
+		annotate(t, c, r)
+	}
+	if got := f.Writes(); got != want {
+		t.Fatalf("the fake counted %d writes, Writes() said %d", got, want)
+	}
+}
