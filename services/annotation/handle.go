@@ -88,6 +88,11 @@ func (s *Service) handle(ctx context.Context, ev events.Event) error {
 		log.Warn("provider rate limit nearly spent: pausing writes", "remaining", rl.Remaining, "reset", rl.Reset)
 	}
 	if err != nil {
+		if fault.ClassOf(err) == fault.ClassOffline {
+			// One refused connection is not "down for long": the breaker
+			// decides that (OfflineAfter), so a blip is retried, not spooled.
+			err = fault.Transient(err)
+		}
 		if wait := fault.RetryAfterOf(err); wait > 0 && fault.ClassOf(err) == fault.ClassTransient {
 			s.budgets.penalize(account, s.cfg.Now().Add(wait))
 			log.Warn("provider asked to wait: writes to this account paused", "wait", wait, "error", err.Error())
