@@ -27,7 +27,22 @@ func validator(tb testing.TB) *schemas.Validator {
 
 func TestNames(t *testing.T) {
 	want := []string{
+		"enrichment.requested",
 		"envelope",
+		"event.canonical.delivery",
+		"event.canonical.security",
+		"event.canonical.system",
+		"event.enriched",
+		"ingest.cloudwatch.alarm",
+		"ingest.github.deployment",
+		"ingest.github.deployment_status",
+		"ingest.github.pull_request",
+		"ingest.github.push",
+		"ingest.github.release",
+		"ingest.gitlab.deployment",
+		"ingest.gitlab.merge_request",
+		"ingest.gitlab.push",
+		"ingest.gitlab.release",
 		"integration.created",
 		"integration.deleted",
 		"integration.health_changed",
@@ -112,6 +127,7 @@ func TestValidSamples(t *testing.T) {
 		{"scm.annotation.failed", `{"requestId":"` + uuidB + `","integrationId":"` + uuidA + `","operation":"comment","provider":"gitlab",
 			"errorClass":"permanent","error":"404 project not found","attempts":1,"deadLettered":true,"spooled":false}`},
 	}
+	tests = append(tests, dataSamples()...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := v.ValidateJSON(tt.name, []byte(tt.doc)); err != nil {
