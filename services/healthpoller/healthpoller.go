@@ -9,8 +9,11 @@
 // connectors (pkg/connectors/connect) and publishes through pkg/bus with a
 // local spool, so a NATS outage delays results but loses none.
 //
-// This is the single-replica service: every replica started checks every
-// integration.
+// Replicas share the work through leases on partitions of the
+// integrations (services/healthpoller/partition): each replica schedules
+// only the integrations of the partitions it holds, on wall-clock slots
+// that every replica computes alike (schedule.Config.Align), so a
+// partition that changes hands is neither checked twice nor skipped.
 package healthpoller
 
 import (
@@ -41,6 +44,7 @@ import (
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/integrationset"
 	"inthub.dev/pkg/spool"
+	"inthub.dev/services/healthpoller/partition"
 	"inthub.dev/services/healthpoller/schedule"
 )
 
@@ -65,9 +69,8 @@ type Config struct {
 	// its config says. For tests and demos only: the config schemas do not
 	// allow less than 30 s.
 	IntervalOverride time.Duration
-	MaxConcurrent    int     // checks running at once (schedule default 64)
-	MaxPerProvider   int     // checks running at once per provider (schedule default 16)
-	Jitter           float64 // see schedule.Config
+	MaxConcurrent    int // checks running at once (schedule default 64)
+	MaxPerProvider   int // checks running at once per provider (schedule default 16)
 	Thresholds       schedule.Thresholds
 	Breaker          schedule.Breaker
 	// Egress guards every connection to a provider.
@@ -81,7 +84,15 @@ type Config struct {
 	// PublishRetryEvery is how often the spool is retried while NATS stays
 	// down (bus default 1s).
 	PublishRetryEvery time.Duration
-	Logger            *slog.Logger
+	// Partitions, LeaseTTL, LeaseRenew, LeaseReplicas and ReplicaID
+	// configure how replicas share the work; see partition.Config (64,
+	// 15s, LeaseTTL/3, 1, host name + random).
+	Partitions    int
+	LeaseTTL      time.Duration
+	LeaseRenew    time.Duration
+	LeaseReplicas int
+	ReplicaID     string
+	Logger        *slog.Logger
 }
 
 // Stats is a snapshot of the service's counters.
@@ -92,6 +103,8 @@ type Stats struct {
 	// PublishErrors counts results neither published nor spooled.
 	PublishErrors uint64
 	Spooled       int
+	// Leases: the partitions this replica holds and the replicas it sees.
+	Leases partition.Stats
 }
 
 // Service is one health-poller. Make it with New and run it with Run.
@@ -101,6 +114,7 @@ type Service struct {
 	log     *slog.Logger
 	builder *connect.Builder
 	set     *integrationset.Set
+	part    *partition.Manager
 	reg     *prometheus.Registry
 
 	checks  *prometheus.CounterVec
@@ -114,6 +128,13 @@ type Service struct {
 	mu    sync.Mutex
 	sched *schedule.Scheduler
 	pub   *bus.Publisher
+
+	// own guards what is scheduled against the partitions held: both the
+	// feed of integration changes and the lease manager change it.
+	own       sync.Mutex
+	owned     []bool          // by partition
+	scheduled map[string]bool // ids given to the scheduler
+	setReady  bool            // the first snapshot has been reconciled
 
 	reported, publishErrs atomic.Uint64
 }
@@ -161,6 +182,15 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 		reg:       prometheus.NewRegistry(),
 		ready:     make(chan struct{}),
 		listening: make(chan struct{}),
+		scheduled: map[string]bool{},
+	}
+	s.part, err = partition.New(js, partition.Config{
+		Partitions: cfg.Partitions, TTL: cfg.LeaseTTL, Renew: cfg.LeaseRenew,
+		Replicas: cfg.LeaseReplicas, ID: cfg.ReplicaID,
+		OnChange: s.onOwnership, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("healthpoller: %w", err)
 	}
 	s.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "integrations_health_check_total",
@@ -182,7 +212,8 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	return s, nil
 }
 
-// Ready is closed once the first snapshot of the integrations is scheduled.
+// Ready is closed once the first snapshot of the integrations is scheduled
+// for the partitions this replica took in its first round.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
 
 // Listening is closed once the HTTP server listens (never with Listen "-").
@@ -204,7 +235,7 @@ func (s *Service) Stats() Stats {
 	s.mu.Lock()
 	sched, pub := s.sched, s.pub
 	s.mu.Unlock()
-	st := Stats{Reported: s.reported.Load(), PublishErrors: s.publishErrs.Load()}
+	st := Stats{Reported: s.reported.Load(), PublishErrors: s.publishErrs.Load(), Leases: s.part.Stats()}
 	if sched != nil {
 		st.Schedule = sched.Stats()
 	}
@@ -228,14 +259,18 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("healthpoller: open the publish spool in %s: %w", s.cfg.DataDir, err)
 	}
 	defer sp.Close()
-	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Spool: sp, RetryEvery: s.cfg.PublishRetryEvery, Logger: s.log})
+	// SkipValidation: every event is made by events.New, which validates
+	// it against its schema a moment before; a second check would cost
+	// the poller a quarter of its CPU per check.
+	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Spool: sp, RetryEvery: s.cfg.PublishRetryEvery, Logger: s.log,
+		SkipValidation: true})
 	if err != nil {
 		return fmt.Errorf("healthpoller: %w", err)
 	}
 	defer pub.Close()
 	sched, err := schedule.New(schedule.Config{
+		Align:           true,
 		DefaultInterval: s.cfg.DefaultInterval,
-		Jitter:          s.cfg.Jitter,
 		MaxConcurrent:   s.cfg.MaxConcurrent,
 		MaxPerProvider:  s.cfg.MaxPerProvider,
 		Thresholds:      s.cfg.Thresholds,
@@ -268,6 +303,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.set.Run(gctx) })
 	g.Go(func() error { return sched.Run(gctx) })
+	g.Go(func() error { return s.part.Run(gctx) })
 	g.Go(func() error { return s.feed(gctx, sched, sub) })
 	if ln != nil {
 		srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -284,7 +320,8 @@ func (s *Service) Run(ctx context.Context) error {
 			return srv.Shutdown(sctx)
 		})
 	}
-	s.log.Info("health poller running", "listen", s.Addr(), "defaultInterval", s.cfg.DefaultInterval.String())
+	s.log.Info("health poller running", "listen", s.Addr(), "defaultInterval", s.cfg.DefaultInterval.String(),
+		"replica", s.part.ID(), "partitions", s.part.Partitions())
 	err = g.Wait()
 	s.builder.Close()
 	if ctx.Err() != nil {
@@ -294,17 +331,23 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// feed schedules the snapshot once it is in, then follows the changes.
+// feed schedules the snapshot once it is in and the first leases are
+// taken, then follows the changes.
 func (s *Service) feed(ctx context.Context, sched *schedule.Scheduler, sub *integrationset.Subscription) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case <-s.set.Ready():
+	for _, c := range []<-chan struct{}{s.set.Ready(), s.part.Ready()} {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c:
+		}
 	}
-	scheduled := map[string]bool{} // ids given to the scheduler
-	s.reconcile(sched, scheduled)
+	s.own.Lock()
+	s.setReady = true
+	s.reconcile(sched)
+	n := len(s.scheduled)
+	s.own.Unlock()
 	close(s.ready)
-	s.log.Info("integrations scheduled", "integrations", len(scheduled))
+	s.log.Info("integrations scheduled", "integrations", n, "partitionsOwned", s.part.Stats().Owned)
 	for {
 		select {
 		case <-ctx.Done():
@@ -313,46 +356,72 @@ func (s *Service) feed(ctx context.Context, sched *schedule.Scheduler, sub *inte
 			if !ok {
 				return nil
 			}
+			s.own.Lock()
 			switch c.Kind {
 			case integrationset.Upsert:
-				s.apply(sched, scheduled, c.Integration)
+				s.apply(sched, c.Integration)
 			case integrationset.Delete:
-				if scheduled[c.Integration.ID] {
+				if s.scheduled[c.Integration.ID] {
 					sched.Remove(c.Integration.ID)
-					delete(scheduled, c.Integration.ID)
+					delete(s.scheduled, c.Integration.ID)
 				}
 			case integrationset.Resync:
-				s.reconcile(sched, scheduled)
+				s.reconcile(sched)
 			}
+			s.own.Unlock()
 		}
 	}
 }
 
-// reconcile makes the schedule match the set's current content.
-func (s *Service) reconcile(sched *schedule.Scheduler, scheduled map[string]bool) {
-	seen := make(map[string]bool, len(scheduled))
+// onOwnership follows the partitions held. The lease manager calls it
+// before it hands a partition back, so the checks stop before another
+// replica may start them.
+func (s *Service) onOwnership(owned []bool) {
+	s.mu.Lock()
+	sched := s.sched
+	s.mu.Unlock()
+	s.own.Lock()
+	defer s.own.Unlock()
+	s.owned = owned
+	if s.setReady && sched != nil {
+		s.reconcile(sched)
+	}
+}
+
+// reconcile makes the schedule match the set's current content and the
+// partitions held. Callers hold s.own.
+func (s *Service) reconcile(sched *schedule.Scheduler) {
+	seen := make(map[string]bool, len(s.scheduled))
 	for _, in := range s.set.All() {
 		seen[in.ID] = true
-		s.apply(sched, scheduled, in)
+		s.apply(sched, in)
 	}
-	for id := range scheduled {
+	for id := range s.scheduled {
 		if !seen[id] {
 			sched.Remove(id)
-			delete(scheduled, id)
+			delete(s.scheduled, id)
 		}
 	}
 }
 
-func (s *Service) apply(sched *schedule.Scheduler, scheduled map[string]bool, in events.Integration) {
-	if in.Status == statusDisabled {
-		if scheduled[in.ID] {
-			sched.Remove(in.ID)
-			delete(scheduled, in.ID)
-		}
-		return
+// apply schedules one integration if it is active and in a partition this
+// replica holds. Callers hold s.own.
+func (s *Service) apply(sched *schedule.Scheduler, in events.Integration) {
+	p := partition.Of(in.ID, s.part.Partitions())
+	mine := p < len(s.owned) && s.owned[p]
+	switch {
+	case in.Status != statusDisabled && mine:
+		sched.Upsert(s.target(in))
+		s.scheduled[in.ID] = true
+	case !s.scheduled[in.ID]:
+	case in.Status == statusDisabled:
+		sched.Remove(in.ID)
+		delete(s.scheduled, in.ID)
+	default:
+		// Another replica checks it from its next slot on.
+		sched.Handoff(in.ID)
+		delete(s.scheduled, in.ID)
 	}
-	sched.Upsert(s.target(in))
-	scheduled[in.ID] = true
 }
 
 // target is the schedule entry of an integration.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -147,6 +148,7 @@ func (e *env) checks() []checked {
 
 type running struct {
 	svc    *healthpoller.Service
+	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan error
 	// stopped is closed once stop has taken Run's result from done, so
@@ -168,20 +170,25 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func (e *env) start(dataDir string) *running {
+func (e *env) start(dataDir string, opts ...func(*healthpoller.Config)) *running {
 	e.t.Helper()
-	svc, err := healthpoller.New(healthpoller.Config{
+	cfg := healthpoller.Config{
 		Listen:            "127.0.0.1:0",
 		DataDir:           dataDir,
 		IntervalOverride:  time.Second,
 		Thresholds:        schedule.Thresholds{Failure: 1, Success: 1},
 		PublishRetryEvery: 100 * time.Millisecond,
-	}, e.srv.Connect())
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	nc := e.srv.Connect()
+	svc, err := healthpoller.New(cfg, nc)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{svc: svc, cancel: cancel, done: make(chan error, 1), stopped: make(chan struct{})}
+	r := &running{svc: svc, nc: nc, cancel: cancel, done: make(chan error, 1), stopped: make(chan struct{})}
 	go func() { r.done <- svc.Run(ctx) }()
 	e.t.Cleanup(func() {
 		cancel()
@@ -269,7 +276,7 @@ func TestEveryIntegrationIsCheckedAndPublished(t *testing.T) {
 	base := "http://" + r.svc.Addr().String()
 	for path, want := range map[string]string{
 		"/healthz": `"status":"ok"`,
-		"/readyz":  `"status":"ok"`,
+		"/readyz":  `"partitions":"64 of 64 held, 1 replicas"`,
 		"/metrics": `integrations_health_check_total{provider="inmemory",status="healthy"}`,
 	} {
 		body, code := get(t, base+path)
@@ -278,7 +285,8 @@ func TestEveryIntegrationIsCheckedAndPublished(t *testing.T) {
 		}
 	}
 	body, _ := get(t, base+"/metrics")
-	for _, want := range []string{"integration_health_latency_ms_bucket", "integration_health_scheduling_lag_seconds", "integration_health_spool_depth 0"} {
+	for _, want := range []string{"integration_health_latency_ms_bucket", "integration_health_scheduling_lag_seconds", "integration_health_spool_depth 0",
+		"integration_health_partitions_owned 64", "integration_health_replicas 1"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

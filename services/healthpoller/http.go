@@ -2,6 +2,7 @@ package healthpoller
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +24,14 @@ func (s *Service) handler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		checks := map[string]string{"nats": "ok", "integrations": "ok"}
 		ok := true
+		ls := s.part.Stats()
+		select {
+		case <-s.part.Ready():
+			checks["partitions"] = fmt.Sprintf("%d of %d held, %d replicas", ls.Owned, ls.Partitions, ls.Members)
+		default:
+			checks["partitions"] = "leases not taken yet"
+			ok = false
+		}
 		if st := s.nc.Status(); st != nats.CONNECTED {
 			checks["nats"] = st.String()
 			ok = false
@@ -56,6 +65,7 @@ type statsCollector struct {
 	s                                             *Service
 	lag, lagMax, targets, inflight, queued, spool *prometheus.Desc
 	open, skipped, timeouts, short, reportErrs    *prometheus.Desc
+	owned, members, leaseLost                     *prometheus.Desc
 }
 
 func (s *Service) collector() prometheus.Collector {
@@ -75,11 +85,15 @@ func (s *Service) collector() prometheus.Collector {
 		timeouts:   d("integration_health_check_timeouts_total", "Checks that ran into their timeout."),
 		short:      d("integration_health_short_circuited_total", "Results reported by an open breaker without calling the provider."),
 		reportErrs: d("integration_health_report_errors_total", "Results neither published nor spooled."),
+		owned:      d("integration_health_partitions_owned", "Partitions of the integrations whose checks this replica holds the lease of."),
+		members:    d("integration_health_replicas", "Health-poller replicas seen alive at the last lease round."),
+		leaseLost:  d("integration_health_partitions_lost_total", "Leases that expired while this replica could not renew them."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lag, c.lagMax, c.targets, c.inflight, c.queued, c.spool, c.open, c.skipped, c.timeouts, c.short, c.reportErrs} {
+	for _, d := range []*prometheus.Desc{c.lag, c.lagMax, c.targets, c.inflight, c.queued, c.spool, c.open, c.skipped, c.timeouts, c.short, c.reportErrs,
+		c.owned, c.members, c.leaseLost} {
 		ch <- d
 	}
 }
@@ -105,4 +119,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctr(c.timeouts, ss.Timeouts)
 	ctr(c.short, ss.ShortCircuited)
 	ctr(c.reportErrs, st.PublishErrors)
+	g(c.owned, float64(st.Leases.Owned))
+	g(c.members, float64(st.Leases.Members))
+	ctr(c.leaseLost, st.Leases.Lost)
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"time"
 
 	"inthub.dev/services/healthpoller"
 	"inthub.dev/services/internal/cli"
@@ -18,6 +19,11 @@ var command = cli.Command{Name: "health-poller", Head: usageHead, Options: []cli
 	cli.Flag("default-interval", "HEALTHPOLLER_DEFAULT_INTERVAL", "5m", "interval of an integration whose config sets no healthIntervalSeconds"),
 	cli.Flag("max-concurrent", "HEALTHPOLLER_MAX_CONCURRENT", "64", "checks running at once"),
 	cli.Flag("max-per-provider", "HEALTHPOLLER_MAX_PER_PROVIDER", "16", "checks running at once against one provider"),
+	cli.Flag("partitions", "HEALTHPOLLER_PARTITIONS", "64", "partitions the integrations are shared in between replicas; the same on every replica"),
+	cli.Flag("lease-ttl", "HEALTHPOLLER_LEASE_TTL", "15s", "how long a replica's partitions outlive its last renewal: how soon the others cover for a dead one"),
+	cli.Flag("lease-renew", "HEALTHPOLLER_LEASE_RENEW", "5s", "how often leases are renewed and shares rebalanced; at most half the lease TTL"),
+	cli.Flag("lease-replicas", "HEALTHPOLLER_LEASE_REPLICAS", "1", "replicas of the lease buckets in a NATS cluster (3 in a cluster of 3)"),
+	cli.Flag("replica-id", "HEALTHPOLLER_REPLICA_ID", "", "this replica's name in the lease buckets (letters, digits, - and _); default host name + random"),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
 }}
 
@@ -25,8 +31,9 @@ const usageHead = `Usage: health-poller [flags]
 
 Checks every live integration (from the INTEGRATIONS_STATE bucket) on its
 interval through its connector and publishes integration.health_checked.
-Results wait in a local spool while NATS is unreachable. Serves /healthz,
-/readyz and /metrics.
+Results wait in a local spool while NATS is unreachable. Replicas share the
+integrations through leases on partitions (JetStream KV buckets
+HEALTH_LEASES and HEALTH_MEMBERS). Serves /healthz, /readyz and /metrics.
 
 Flags (each defaults to its environment variable, else the value shown):
 `
@@ -60,6 +67,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if v.String("data-dir") == "" {
 		return cli.Usagef("--data-dir must not be empty")
 	}
+	parts, err := v.Int("partitions", 1)
+	if err != nil {
+		return err
+	}
+	ttl, err := v.Duration("lease-ttl")
+	if err != nil {
+		return err
+	}
+	renew, err := v.Duration("lease-renew")
+	if err != nil {
+		return err
+	}
+	if ttl < time.Second || renew > ttl/2 {
+		return cli.Usagef("--lease-ttl %v, --lease-renew %v: the TTL must be at least 1s and the renew period at most half of it", ttl, renew)
+	}
+	leaseReplicas, err := v.Int("lease-replicas", 1)
+	if err != nil {
+		return err
+	}
 	get := v.String
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "health-poller")
@@ -71,6 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := healthpoller.Config{
 		Listen: get("listen"), DataDir: get("data-dir"), DefaultInterval: interval,
 		MaxConcurrent: maxConc, MaxPerProvider: maxProv, Logger: log,
+		Partitions: parts, LeaseTTL: ttl, LeaseRenew: renew, LeaseReplicas: leaseReplicas, ReplicaID: get("replica-id"),
 	}
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowHTTP = dev

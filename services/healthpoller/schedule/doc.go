@@ -17,6 +17,14 @@
 // past when it is computed (the process stalled for longer than an interval)
 // is placed at random in the next interval instead of firing in a burst.
 //
+// With Config.Align (what the service uses) the due times are wall-clock
+// slots instead: k·interval + Phase(id), the phase a hash of the id. They
+// are as spread as random offsets, but every scheduler computes the same
+// ones, so a target handed from one replica to another (Handoff, then
+// Upsert on the other) is checked at the next slot of the same cadence:
+// neither twice nor with a gap. After a stall, each target resumes at its
+// next slot.
+//
 // A check that is still running or waiting for a slot when its next check
 // is due is not started twice: that due time is skipped and counted
 // (Stats.Skipped).

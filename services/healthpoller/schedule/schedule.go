@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -78,6 +79,14 @@ type Config struct {
 	MaxPerProvider  int           // checks running at once for one provider; 16
 	Thresholds      Thresholds
 	Breaker         Breaker
+	// Align puts every check of a target on a wall-clock slot that depends
+	// on its id and interval only: k·Interval + phase, the phase a hash of
+	// the id. Any scheduler with the same clock computes the same slots, so
+	// when a target moves between replicas the new owner checks at the
+	// very next slot of the old cadence: no doubled check, no gap, and no
+	// burst at start either (the hash spreads the phases). Jitter is not
+	// applied: it would break that agreement.
+	Align bool
 	// Clock drives the schedule; the real clock by default. Check timeouts
 	// always run on real time (they are context deadlines). The brief asked
 	// for a Now func; a Now alone cannot wake a sleeping scheduler, so a
@@ -143,6 +152,7 @@ type entry struct {
 	state       jobState
 	short       bool // the queued check is a breaker short-circuit
 	removed     bool
+	handedOff   bool // removed by Handoff: a check in flight still reports
 }
 
 type provider struct {
@@ -160,6 +170,9 @@ type Scheduler struct {
 	clock   Clock
 	log     *slog.Logger
 	epoch   time.Time
+	// epochWall is epoch in Unix nanoseconds: aligned slots are wall-clock
+	// times, so that schedulers in different processes agree on them.
+	epochWall int64
 
 	wake    chan struct{}
 	started atomic.Bool
@@ -232,14 +245,16 @@ func New(cfg Config, c Checker, s Sink) (*Scheduler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Scheduler{
+	sc := &Scheduler{
 		cfg: cfg, checker: c, sink: s, clock: cfg.Clock, log: cfg.Logger,
-		epoch:     cfg.Clock.Now(),
 		wake:      make(chan struct{}, 1),
 		rng:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		byID:      make(map[string]*entry),
 		providers: make(map[string]*provider),
-	}, nil
+	}
+	sc.epoch = cfg.Clock.Now()
+	sc.epochWall = sc.epoch.UnixNano()
+	return sc, nil
 }
 
 func (s *Scheduler) now() int64 { return int64(s.clock.Now().Sub(s.epoch)) }
@@ -274,7 +289,7 @@ func (s *Scheduler) Upsert(t Target) {
 	e, ok := s.byID[t.ID]
 	if !ok {
 		e = &entry{t: t, index: -1}
-		e.due = now + s.randIn(t.Interval)
+		e.due = s.firstDue(t, now)
 		s.byID[t.ID] = e
 		s.heap.push(e)
 		s.signal()
@@ -292,7 +307,7 @@ func (s *Scheduler) Upsert(t Target) {
 	e.t = t
 	e.gen++
 	if t.Interval != old.Interval {
-		e.due = now + s.randIn(t.Interval)
+		e.due = s.firstDue(t, now)
 		s.heap.fix(e)
 		s.signal()
 	}
@@ -307,7 +322,16 @@ func (s *Scheduler) Upsert(t Target) {
 
 // Remove stops checking a target at once; the result of a check in flight
 // is dropped unless its report has already begun.
-func (s *Scheduler) Remove(id string) {
+func (s *Scheduler) Remove(id string) { s.remove(id, false) }
+
+// Handoff stops scheduling a target whose checks another replica takes
+// over. Unlike Remove, a check already running still reports its result:
+// the target is alive, and the new owner's first check is due only at the
+// next slot, so dropping it would leave a gap of two intervals. A check
+// still waiting for a slot is not started.
+func (s *Scheduler) Handoff(id string) { s.remove(id, true) }
+
+func (s *Scheduler) remove(id string, handoff bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.byID[id]
@@ -317,9 +341,27 @@ func (s *Scheduler) Remove(id string) {
 	delete(s.byID, id)
 	s.heap.remove(e)
 	e.removed = true
+	e.handedOff = handoff
 	if e.openUntil != 0 {
 		e.openUntil = 0
 		s.open--
+	}
+}
+
+// Statuses calls fn, under the scheduler's lock, for every target with the
+// status it last reported; "unknown" if it has not been checked yet or its
+// last check is older than twice its interval (no stale green). fn must
+// be quick and must not call the Scheduler.
+func (s *Scheduler) Statuses(fn func(t Target, status string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, e := range s.byID {
+		status := statusNames[e.smooth.reported]
+		if e.lastChecked == 0 || now-e.lastChecked > 2*int64(e.t.Interval) {
+			status = StatusUnknown
+		}
+		fn(e.t, status)
 	}
 }
 
@@ -361,6 +403,45 @@ func (s *Scheduler) randIn(d time.Duration) int64 {
 		return 0
 	}
 	return s.rng.Int64N(int64(d))
+}
+
+// firstDue is a new cadence's first due time: the next aligned slot, or a
+// random point within one interval. Callers hold s.mu.
+func (s *Scheduler) firstDue(t Target, now int64) int64 {
+	if s.cfg.Align {
+		return s.nextSlot(t, now)
+	}
+	return now + s.randIn(t.Interval)
+}
+
+// nextSlot is the first aligned slot of t strictly after `after` (both in
+// scheduler time).
+func (s *Scheduler) nextSlot(t Target, after int64) int64 {
+	iv := int64(t.Interval)
+	phase := int64(Phase(t.ID, t.Interval))
+	wall := s.epochWall + after
+	k := floorDiv(wall-phase, iv) + 1
+	return k*iv + phase - s.epochWall
+}
+
+// Phase is the offset within each interval at which an aligned target is
+// due: a hash of its id, so phases are spread evenly and every replica
+// computes the same one.
+func Phase(id string, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
 }
 
 // jittered is d ± Jitter·d. Callers hold s.mu.
@@ -423,11 +504,20 @@ func (s *Scheduler) dispatchDue() int64 {
 	for len(s.heap) > 0 && s.heap[0].due <= now {
 		e := s.heap[0]
 		due := e.due
-		next := due + s.jittered(e.t.Interval)
-		if next <= now {
-			// Stalled for longer than an interval: spread again rather
-			// than catch up in a burst.
-			next = now + 1 + s.randIn(e.t.Interval)
+		var next int64
+		switch {
+		case s.cfg.Align:
+			// The slot after now, not after due: a stall longer than an
+			// interval is not caught up in a burst, and slots are spread
+			// by phase already.
+			next = s.nextSlot(e.t, max(due, now))
+		default:
+			next = due + s.jittered(e.t.Interval)
+			if next <= now {
+				// Stalled for longer than an interval: spread again rather
+				// than catch up in a burst.
+				next = now + 1 + s.randIn(e.t.Interval)
+			}
 		}
 		e.due = next
 		s.heap.fix(e)
@@ -634,14 +724,16 @@ func (s *Scheduler) finish(j job, r Result, short bool) {
 	} else {
 		s.short++
 	}
-	if j.ctx.Err() != nil || e.removed || e.gen != j.gen {
+	if j.ctx.Err() != nil || (e.removed && !e.handedOff) || e.gen != j.gen {
 		s.dropped++
 		s.release(e)
 		s.mu.Unlock()
 		return
 	}
 	now := s.now()
-	if !short {
+	if !short && !e.removed {
+		// A handed-off target's breaker is its new owner's business, and
+		// counting it here would leave s.open off by one.
 		s.trip(e, r.Status, now)
 	}
 	r.Observed = r.Status
