@@ -679,17 +679,18 @@ func cutBytes(s string, max int) (string, bool) {
 	return out, true
 }
 
-// annotationID is what tells two annotations apart.
+// annotationID is what tells two annotations apart: where, and what it
+// says. Level and title stay out, in case GitHub reports them otherwise
+// than they were sent (an absent title as ""), which must not make a
+// retry send an annotation twice.
 type annotationID struct {
 	path       string
 	start, end int
-	level      string
 	message    string
-	title      string
 }
 
 func idOf(a *gh.CheckRunAnnotation) annotationID {
-	return annotationID{a.GetPath(), a.GetStartLine(), a.GetEndLine(), a.GetAnnotationLevel(), a.GetMessage(), a.GetTitle()}
+	return annotationID{a.GetPath(), a.GetStartLine(), a.GetEndLine(), a.GetMessage()}
 }
 
 // missing is want without what have already holds (as a multiset), in

@@ -623,3 +623,22 @@ func TestSecondaryLimitHoldsWritesBack(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A later request for a run sends only the annotations the run lacks,
+// counting repeats: an annotation sent twice on purpose is kept twice.
+func TestCheckRunSendsOnlyNewAnnotations(t *testing.T) {
+	srv := githubtest.New(t, githubtest.Options{})
+	c, _ := newConn(t, srv, nil)
+	annotate(t, c, checkRunReq("r1", 3))
+	later := checkRunReq("r2", 5)
+	later.CheckRun.Annotations = append(later.CheckRun.Annotations, later.CheckRun.Annotations[1])
+	p := annotate(t, c, later)
+	got := srv.CheckRuns("acme/api")[0].Annotations
+	var lines []int
+	for _, a := range got {
+		lines = append(lines, a.StartLine)
+	}
+	if fmt.Sprint(lines) != "[1 2 3 4 5 2]" || p.Writes != 1 || p.Reads != 1 {
+		t.Errorf("annotations at lines %v after %+v; want [1 2 3 4 5 2] with one write after one read", lines, p)
+	}
+}
