@@ -191,3 +191,169 @@ func (s *Store) HealthHistory(ctx context.Context, tenantID, integrationID strin
 	}
 	return latest, history, next, nil
 }
+
+// HealthSweep is what one SweepStaleHealth did.
+type HealthSweep struct {
+	// Marked is the number of integrations recorded unknown.
+	Marked int
+	// Next is how long until the next live integration turns stale as
+	// things stand; 0 when none can (none has a known status), and a
+	// nanosecond when the sweep stopped with more perhaps still due.
+	Next time.Duration
+}
+
+// sweepBatch bounds the integrations one sweep transaction locks.
+const sweepBatch = 500
+
+// SweepStaleHealth records `unknown` for every live integration whose
+// status is known but whose last health check is older than twice its
+// interval (healthIntervalSeconds in its config, else defaultInterval), so
+// that no reader takes a stale `healthy` for a current one.
+//
+// Each is recorded as a transition is: a row in the health history (status
+// unknown, checked at the moment it turned stale, a message naming the last
+// check), health_status and last_health_check set to that, and
+// integration.health_changed in the outbox, in one transaction. A result
+// checked later than that moment still updates the status when it arrives
+// (see RecordHealth); an older one goes to the history only.
+//
+// Safe to run from every catalog replica at once: rows are locked (SKIP
+// LOCKED) and the condition is checked again under the lock, so each
+// transition is recorded once.
+func (s *Store) SweepStaleHealth(ctx context.Context, defaultInterval time.Duration) (HealthSweep, error) {
+	defSecs := max(int(defaultInterval/time.Second), 1)
+	var out HealthSweep
+	// Until a look finds nothing due: then its earliest deadline is Next.
+	// A few rounds at most; more means integrations turn stale as fast as
+	// they are swept, and the caller comes back soon anyway.
+	for range 4 {
+		due, next, err := s.staleTenants(ctx, defSecs)
+		if err != nil {
+			return out, err
+		}
+		out.Next = next
+		if len(due) == 0 {
+			return out, nil
+		}
+		out.Next = 0
+		for _, tid := range due {
+			for {
+				n, err := s.sweepTenant(ctx, tid, defSecs)
+				out.Marked += n
+				if err != nil {
+					return out, err
+				}
+				if n < sweepBatch {
+					break
+				}
+			}
+		}
+	}
+	out.Next = time.Nanosecond // stopped with some perhaps still due
+	return out, nil
+}
+
+// staleTenants returns the tenants that have an integration due to read
+// unknown, and how long until the first of the others does (0: none).
+func (s *Store) staleTenants(ctx context.Context, defSecs int) (due []string, next time.Duration, err error) {
+	err = s.read(ctx, func() error {
+		due, next = nil, 0
+		rows, err := s.pool.Query(ctx,
+			`SELECT tenant_id::text, EXTRACT(EPOCH FROM stale_at - now())::float8 FROM health_stale_tenants($1)`, defSecs)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var tid string
+			var wait float64
+			if err := rows.Scan(&tid, &wait); err != nil {
+				return err
+			}
+			if wait <= 0 {
+				due = append(due, tid)
+				continue
+			}
+			if w := time.Duration(wait * float64(time.Second)); next == 0 || w < next {
+				next = w
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("health sweep: %w", err)
+	}
+	return due, next, nil
+}
+
+// sweepTenant records unknown for up to sweepBatch stale integrations of
+// one tenant.
+func (s *Store) sweepTenant(ctx context.Context, tenantID string, defSecs int) (marked int, err error) {
+	err = s.InTenant(ctx, tenantID, func(tx pgx.Tx) error {
+		marked = 0
+		rows, err := tx.Query(ctx,
+			`SELECT id::text, type, health_status, last_health_check,
+			        health_interval_seconds(config, $2),
+			        last_health_check + make_interval(secs => 2 * health_interval_seconds(config, $2))
+			 FROM integrations
+			 WHERE tenant_id = $1 AND deleted_at IS NULL AND health_status <> 'unknown' AND last_health_check IS NOT NULL
+			   AND last_health_check + make_interval(secs => 2 * health_interval_seconds(config, $2)) <= now()
+			 ORDER BY last_health_check
+			 LIMIT $3
+			 FOR UPDATE SKIP LOCKED`, tenantID, defSecs, sweepBatch)
+		if err != nil {
+			return fmt.Errorf("health sweep: %w", err)
+		}
+		type stale struct {
+			id, typ, prev   string
+			last, staleAt   time.Time
+			intervalSeconds int
+		}
+		found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stale, error) {
+			var x stale
+			return x, r.Scan(&x.id, &x.typ, &x.prev, &x.last, &x.intervalSeconds, &x.staleAt)
+		})
+		if err != nil {
+			return fmt.Errorf("health sweep: %w", err)
+		}
+		for _, x := range found {
+			staleAt := x.staleAt.UTC()
+			msg := fmt.Sprintf("no health check result since %s: more than twice the %s interval",
+				x.last.UTC().Format(time.RFC3339), time.Duration(x.intervalSeconds)*time.Second)
+			ev, err := events.New(events.SubjectIntegrationHealthChanged, s.source, tenantID, events.HealthChanged{
+				IntegrationID:  x.id,
+				TenantID:       tenantID,
+				Type:           x.typ,
+				Status:         events.HealthUnknown,
+				PreviousStatus: events.HealthStatus(x.prev),
+				Message:        msg,
+				CheckedAt:      staleAt,
+			})
+			if err != nil {
+				return fmt.Errorf("build %s: %w", events.SubjectIntegrationHealthChanged, err)
+			}
+			// The history row carries the health_changed event's id: there
+			// is no health_checked event behind it.
+			if _, err := tx.Exec(ctx,
+				`INSERT INTO health_checks (tenant_id, integration_id, event_id, status, latency_ms, message, checked_at)
+				 VALUES ($1, $2, $3, 'unknown', 0, $4, $5)`,
+				tenantID, x.id, ev.ID, msg, staleAt); err != nil {
+				return fmt.Errorf("health sweep: %w", mapPgError(err))
+			}
+			if _, err := tx.Exec(ctx,
+				`UPDATE integrations SET health_status = 'unknown', last_health_check = $3 WHERE tenant_id = $1 AND id = $2`,
+				tenantID, x.id, staleAt); err != nil {
+				return fmt.Errorf("health sweep: %w", err)
+			}
+			if err := s.insertOutbox(ctx, tx, ev, x.id); err != nil {
+				return err
+			}
+			marked++
+			s.log.InfoContext(ctx, "integration health changed", slog.String("tenantId", tenantID),
+				slog.String("integrationId", x.id), slog.String("from", x.prev), slog.String("to", string(events.HealthUnknown)),
+				slog.String("reason", "stale"))
+		}
+		return nil
+	})
+	return marked, err
+}
