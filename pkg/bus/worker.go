@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -181,9 +182,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if len(w.handlers) == 0 {
 		return errors.New("bus: worker has no handlers; call Handle before Run")
 	}
-	cons, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Stream, w.Consumer())
+	cons, err := w.createConsumer(ctx)
 	if err != nil {
-		return fmt.Errorf("bus: consumer %s on %s: %w", w.cfg.Durable, w.cfg.Stream, err)
+		return err
 	}
 	sub := &subscriber{
 		consumer: cons, stream: w.cfg.Stream, name: w.cfg.Durable,
@@ -223,6 +224,35 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("bus: worker %s: %w", w.cfg.Service, err)
 	}
 	return nil
+}
+
+// createConsumer creates or updates the durable consumer, waiting for the
+// bus if it is down: a worker started during a NATS outage (or a restart
+// of the server) must begin once it is back, not fail its service.
+func (w *Worker) createConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	b := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(250*time.Millisecond),
+		backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	), ctx)
+	attempt := 0
+	var cons jetstream.Consumer
+	err := backoff.Retry(func() error {
+		attempt++
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var err error
+		cons, err = w.js.CreateOrUpdateConsumer(cctx, w.cfg.Stream, w.Consumer())
+		if err != nil && ctx.Err() == nil {
+			w.cfg.Logger.Warn("cannot create the consumer yet; retrying", "durable", w.cfg.Durable,
+				"stream", w.cfg.Stream, "attempt", attempt, "error", err.Error())
+		}
+		return err
+	}, b)
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer %s on %s: %w", w.cfg.Durable, w.cfg.Stream, err)
+	}
+	return cons, nil
 }
 
 // dispatch is the innermost layer: it decodes and validates the event (a

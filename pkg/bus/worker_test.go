@@ -493,3 +493,41 @@ func TestConservation(t *testing.T) {
 	}
 	t.Logf("processed %d, dead-lettered %d", len(effects), len(dlq))
 }
+
+// A worker started while NATS is down waits for it, then consumes: a
+// service that starts during an outage must not die of it.
+func TestWorkerStartedDuringOutageBeginsWhenBusIsBack(t *testing.T) {
+	e := newEnv(t)
+	var done atomic.Int32
+	w := newWorker(t, e.js, testConfig("late"), events.SubjectIntegrationHealthChecked, func(context.Context, events.Event) error {
+		done.Add(1)
+		return nil
+	})
+	e.srv.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { res <- w.Run(ctx) }()
+	select {
+	case err := <-res:
+		t.Fatalf("Run returned during the outage: %v", err)
+	case <-time.After(6 * time.Second): // longer than a JetStream API request waits
+	}
+	if err := e.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "running", func() bool {
+		select {
+		case <-w.Running():
+			return true
+		default:
+			return false
+		}
+	})
+	e.publish(healthEvent(t, 1, "x"))
+	eventually(t, 10*time.Second, "consumed", func() bool { return done.Load() == 1 })
+	cancel()
+	if err := <-res; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
