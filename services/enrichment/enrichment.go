@@ -1,7 +1,8 @@
 // Package enrichment is the enrichment service: the data side of the
 // platform. One binary with three parts, each switched on by Config.Roles:
 //
-//   - ingress: the webhook endpoints (package ingress) → ingest.<provider>.<kind>
+//   - ingress: the webhook endpoints (package ingress): GitHub, GitLab, and
+//     CloudWatch alarms through an SNS HTTPS subscription → ingest.<provider>.<kind>
 //   - mapper: a worker on the INGEST stream that maps each document with the
 //     rules of package mapping → event.canonical.<category>; what cannot be
 //     mapped or validated goes to the DLQ with the reason, the ingest
@@ -100,6 +101,9 @@ type Config struct {
 	// MaxBody bounds a webhook body (ingress.DefaultMaxBody, and never
 	// more than NATS accepts in one message).
 	MaxBody int64
+	// SNS configures the CloudWatch alarm endpoint (its certificate roots
+	// and fetcher; the defaults suit production).
+	SNS ingress.SNSConfig
 	// Resolver reads webhook secrets; nil: one with the default backends.
 	Resolver *authref.Resolver
 	// Bucket overrides the watched integrations bucket.
@@ -242,7 +246,7 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	collectors := []prometheus.Collector{s.mapped, s.mapFailed, s.indexed, s.enriched, s.enrichMatches, s.collector()}
 	if roles[RoleIngress] {
 		s.ingress, err = ingress.New(ingress.Config{Integrations: set, Secrets: cfg.Resolver, Publisher: publisherRef{s},
-			MaxBody: s.maxBody(), Logger: cfg.Logger})
+			MaxBody: s.maxBody(), SNS: cfg.SNS, Logger: cfg.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("enrichment: %w", err)
 		}

@@ -133,9 +133,9 @@ func alarmBody(name, service string, at time.Time) []byte {
 // TestAlarmEnrichedEndToEnd is the scenario through the whole
 // service: GitHub deployments by webhook (service checkout at 10:01, an
 // unrelated one at 09:00, and tenant B's checkout at 10:04), then a
-// CloudWatch alarm on checkout at 10:05 as the SNS ingress would publish
-// it. The alarm is mapped, indexed, enriched on its own, and its
-// event.enriched ranks the 10:01 deployment first, with nothing of tenant B.
+// CloudWatch alarm on checkout at 10:05 through the SNS subscription. The
+// alarm is mapped, indexed, enriched on its own, and its event.enriched
+// ranks the 10:01 deployment first, with nothing of tenant B.
 func TestAlarmEnrichedEndToEnd(t *testing.T) {
 	e := newEnv(t, nil)
 	day := time.Now().UTC().Truncate(24 * time.Hour)
@@ -155,16 +155,8 @@ func TestAlarmEnrichedEndToEnd(t *testing.T) {
 	}
 	e.waitFor("three deployments indexed", 30*time.Second, func() bool { return counter(t, e, "enrichment_indexed_total") >= 3 })
 
-	alarm, err := events.New(events.SubjectIngestCloudWatchAlarm, "inthub/sns", tenantA, events.Ingested{
-		IntegrationID: cwA, TenantID: tenantA, Provider: "cloudwatch", Kind: "alarm", DeliveryID: "sns-msg-1", Via: events.ViaSNS,
-		ReceivedAt: at(10, 5).Add(2 * time.Second), BodySHA256: strings.Repeat("0", 64),
-		Payload: alarmBody("checkout-5xx", "checkout", at(10, 5))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := alarm.Marshal()
-	if _, err := e.js.PublishMsg(e.ctx, &nats.Msg{Subject: alarm.Type, Data: b, Header: nats.Header{bus.HeaderMsgID: {alarm.ID}}}); err != nil {
-		t.Fatal(err)
+	if code := e.sns(cwA, "sns-msg-1", string(alarmBody("checkout-5xx", "checkout", at(10, 5)))); code != 200 {
+		t.Fatalf("SNS notification: status %d", code)
 	}
 	var enriched []events.Event
 	e.waitFor("event.enriched", 30*time.Second, func() bool {

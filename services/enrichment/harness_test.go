@@ -22,6 +22,8 @@ import (
 	"inthub.dev/pkg/natstest"
 	"inthub.dev/pkg/pgtest"
 	"inthub.dev/services/enrichment"
+	"inthub.dev/services/enrichment/ingress"
+	"inthub.dev/services/enrichment/internal/snstest"
 )
 
 func TestMain(m *testing.M) {
@@ -55,7 +57,11 @@ type env struct {
 	nc  *nats.Conn
 	svc *enrichment.Service
 	hc  *http.Client
+	ca  *snstest.CA
 }
+
+// topic is the SNS topic the CloudWatch integration allows.
+const topic = "arn:aws:sns:eu-west-1:123456789012:alarms"
 
 func integration(id, tenant, typ, config string) events.Integration {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -84,7 +90,7 @@ func newEnv(t *testing.T, tweak func(*enrichment.Config)) *env {
 	for _, in := range []events.Integration{
 		integration(ghA, tenantA, "scm.github", `{"appId":1,"installationId":2,"privateKey":"authref://env/K",`+hook+`}`),
 		integration(glA, tenantA, "scm.gitlab", `{"token":"authref://env/T",`+hook+`}`),
-		integration(cwA, tenantA, "monitoring.cloudwatch", `{}`),
+		integration(cwA, tenantA, "monitoring.cloudwatch", `{"snsTopicArns":["`+topic+`"]}`),
 		integration(ghB, tenantB, "scm.github", `{"appId":1,"installationId":3,"privateKey":"authref://env/K",`+hook+`}`),
 	} {
 		b, _ := json.Marshal(in)
@@ -93,8 +99,10 @@ func newEnv(t *testing.T, tweak func(*enrichment.Config)) *env {
 		}
 	}
 	db := pgtest.New(t)
+	ca := snstest.NewCA(t, time.Now())
 	cfg := enrichment.Config{Listen: "127.0.0.1:0", WebhookListen: "127.0.0.1:0", DataDir: t.TempDir(),
 		DatabaseURL: db.OwnerURL, Resolver: authref.NewResolver(authref.WithTTL(0)),
+		SNS:               ingress.SNSConfig{Roots: ca.Pool, Get: (&snstest.Fetcher{Cert: ca.LeafPEM}).Get},
 		PublishRetryEvery: 50 * time.Millisecond}
 	if tweak != nil {
 		tweak(&cfg)
@@ -124,7 +132,7 @@ func newEnv(t *testing.T, tweak func(*enrichment.Config)) *env {
 	}
 	hc := &http.Client{Timeout: 30 * time.Second}
 	t.Cleanup(hc.CloseIdleConnections)
-	return &env{t: t, ctx: ctx, srv: srv, js: js, nc: nc, svc: svc, hc: hc}
+	return &env{t: t, ctx: ctx, srv: srv, js: js, nc: nc, svc: svc, hc: hc, ca: ca}
 }
 
 func sign(body []byte) string {
@@ -144,6 +152,13 @@ func (e *env) gitlab(integrationID, event, delivery string, body []byte) int {
 	e.t.Helper()
 	return e.post("/webhooks/gitlab/"+integrationID, body, map[string]string{
 		"X-Gitlab-Event": event, "Idempotency-Key": delivery, "X-Gitlab-Token": secret})
+}
+
+// sns posts an SNS notification of message, signed by the test CA.
+func (e *env) sns(integrationID, id, message string) int {
+	e.t.Helper()
+	m := e.ca.Sign(e.t, snstest.Notification(id, topic, "ALARM", message, time.Now()), "2", "2")
+	return e.post("/webhooks/sns/"+integrationID, m.JSON(), map[string]string{"X-Amz-Sns-Message-Type": "Notification"})
 }
 
 func (e *env) post(path string, body []byte, h map[string]string) int {

@@ -185,3 +185,6 @@ func orEmpty[T any](s []T) []T {
 	}
 	return s
 }
+
+// Ping checks that PostgreSQL answers, for /readyz.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

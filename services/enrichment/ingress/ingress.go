@@ -77,18 +77,22 @@ type Config struct {
 	// PublishTimeout bounds the wait for the event to be durable (10s:
 	// GitHub gives up on a delivery after 10 s).
 	PublishTimeout time.Duration
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// SNS configures POST /webhooks/sns/{integrationId}.
+	SNS    SNSConfig
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
-// Handler serves POST /webhooks/github/{integrationId} and POST
-// /webhooks/gitlab/{integrationId}.
+// Handler serves POST /webhooks/github/{integrationId}, POST
+// /webhooks/gitlab/{integrationId} and, for CloudWatch alarms through an
+// SNS HTTPS subscription, POST /webhooks/sns/{integrationId}.
 type Handler struct {
 	cfg  Config
 	log  *slog.Logger
 	mux  *http.ServeMux
 	reqs *prometheus.CounterVec
 	sigs *prometheus.CounterVec
+	sns  *snsVerifier
 }
 
 // New checks cfg and builds the handler.
@@ -113,10 +117,12 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	cfg.SNS = cfg.SNS.withDefaults()
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(),
+		sns: &snsVerifier{cfg: cfg.SNS, now: cfg.Now, certs: map[string]cachedCert{}}}
 	h.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "enrichment_webhook_requests_total",
-		Help: "Webhook deliveries by provider and outcome (accepted, ping, ignored, bad_signature, unknown_integration, too_large, bad_request, secret_unavailable, publish_failed).",
+		Help: "Webhook deliveries by provider and outcome (accepted, ping, ignored, subscription_confirmed, bad_signature, unknown_integration, too_large, bad_request, secret_unavailable, publish_failed).",
 	}, []string{"provider", "outcome"})
 	h.sigs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "enrichment_webhook_signature_failures_total",
@@ -128,6 +134,7 @@ func New(cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("POST /webhooks/gitlab/{integrationId}", func(w http.ResponseWriter, r *http.Request) {
 		h.serve(w, r, gitlab{})
 	})
+	h.mux.HandleFunc("POST /webhooks/sns/{integrationId}", h.serveSNS)
 	return h, nil
 }
 
