@@ -137,6 +137,8 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		DataDir:            dataDir,
 		CatalogListen:      cfg.catalogListen,
 		HealthPollerListen: cfg.pollerListen,
+		HealthInterval:     cfg.healthInterval,
+		Demo:               cfg.demo,
 		Out:                stdout,
 	}, builders)
 	if err != nil {

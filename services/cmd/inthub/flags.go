@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -30,6 +31,10 @@ type devConfig struct {
 	replicas      int
 	catalogListen string
 	pollerListen  string
+	// healthInterval is the poller's interval for integrations whose
+	// config sets none: short, so health visibly changes in a demo.
+	healthInterval time.Duration
+	demo           bool
 }
 
 // flagDoc drives both the flag set and the help text, so the documented env
@@ -47,6 +52,8 @@ var devFlags = []flagDoc{
 	{"replicas", "N", "INTHUB_STREAM_REPLICAS", "1", "replicas per stream; 3 when --nats-url points at a cluster"},
 	{"catalog-listen", "ADDR", "CATALOG_LISTEN", "127.0.0.1:8080", "address of the catalog API; 127.0.0.1:0 picks a free port (printed at start)"},
 	{"health-poller-listen", "ADDR", "HEALTHPOLLER_LISTEN", "127.0.0.1:8081", "address of the health poller's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
+	{"health-interval", "DURATION", "INTHUB_DEV_HEALTH_INTERVAL", "10s", "health-check interval of integrations whose config sets no healthIntervalSeconds (deployments: 5m)"},
+	{"demo", "", "INTHUB_DEV_DEMO", "true", "create the demo tenant's in-memory integrations if they are missing (one always healthy, one failing now and then)"},
 }
 
 const devUsageHead = `Usage: inthub dev [flags]
@@ -110,6 +117,14 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	if err != nil {
 		return cfg, usageError{fmt.Errorf("INTHUB_STREAM_REPLICAS: %q is not a number", os.Getenv("INTHUB_STREAM_REPLICAS"))}
 	}
+	interval, err := time.ParseDuration(env(byName["health-interval"]))
+	if err != nil {
+		return cfg, usageError{fmt.Errorf("INTHUB_DEV_HEALTH_INTERVAL: %q is not a duration", os.Getenv("INTHUB_DEV_HEALTH_INTERVAL"))}
+	}
+	demo, err := strconv.ParseBool(env(byName["demo"]))
+	if err != nil {
+		return cfg, usageError{fmt.Errorf("INTHUB_DEV_DEMO: %q is not a boolean", os.Getenv("INTHUB_DEV_DEMO"))}
+	}
 
 	fs := flag.NewFlagSet("inthub dev", flag.ContinueOnError)
 	var msgs bytes.Buffer
@@ -123,6 +138,8 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	fs.IntVar(&cfg.replicas, "replicas", replicas, "")
 	fs.StringVar(&cfg.catalogListen, "catalog-listen", env(byName["catalog-listen"]), "")
 	fs.StringVar(&cfg.pollerListen, "health-poller-listen", env(byName["health-poller-listen"]), "")
+	fs.DurationVar(&cfg.healthInterval, "health-interval", interval, "")
+	fs.BoolVar(&cfg.demo, "demo", demo, "")
 
 	err = fs.Parse(args)
 	switch {
@@ -146,6 +163,9 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	}
 	if cfg.dataDir == "" {
 		return cfg, usageError{errors.New("--data-dir must not be empty")}
+	}
+	if cfg.healthInterval < time.Second {
+		return cfg, usageError{fmt.Errorf("--health-interval %v: want at least 1s", cfg.healthInterval)}
 	}
 	return cfg, nil
 }

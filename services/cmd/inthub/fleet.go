@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -75,6 +76,18 @@ Dev token    (tenant %s, all scopes, 30 days)
   curl -s -H "Authorization: Bearer $INTHUB_TOKEN" %s/api/v1/integrations
   curl -s -H "Authorization: Bearer $INTHUB_TOKEN" %s/api/v1/integration-types
 `, base, base, devTenant, token, base, base)
+			if d.Demo {
+				client := &http.Client{Timeout: 10 * time.Second}
+				demo, err := seedDemo(ctx, client, base, token)
+				client.CloseIdleConnections()
+				if err != nil {
+					if ctx.Err() == nil {
+						d.Log.Warn("demo integrations not created", "error", err.Error())
+					}
+					return
+				}
+				printDemo(d.Out, base, d.NATSURL, demo, d.HealthInterval)
+			}
 		}()
 		return svc.Run(ctx)
 	}}, nil
@@ -105,9 +118,10 @@ func devSecret(dataDir string) ([]byte, error) {
 // loopback and http:// endpoints allowed as the catalog allows them.
 func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 	cfg := healthpoller.Config{
-		Listen:  d.HealthPollerListen,
-		DataDir: filepath.Join(d.DataDir, "health-poller"),
-		Logger:  d.Log,
+		Listen:          d.HealthPollerListen,
+		DataDir:         filepath.Join(d.DataDir, "health-poller"),
+		DefaultInterval: d.HealthInterval,
+		Logger:          d.Log,
 	}
 	cfg.Egress.AllowLoopback = true
 	cfg.Egress.AllowHTTP = true

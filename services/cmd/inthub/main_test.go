@@ -446,11 +446,14 @@ func TestEnvDefaults(t *testing.T) {
 	t.Setenv("INTHUB_STREAM_REPLICAS", "3")
 	t.Setenv("CATALOG_LISTEN", "127.0.0.1:9999")
 	t.Setenv("HEALTHPOLLER_LISTEN", "127.0.0.1:9998")
+	t.Setenv("INTHUB_DEV_HEALTH_INTERVAL", "20s")
+	t.Setenv("INTHUB_DEV_DEMO", "false")
 	cfg, err := parseDevFlags(nil, &bytes.Buffer{}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3, catalogListen: "127.0.0.1:9999", pollerListen: "127.0.0.1:9998"}
+	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3, catalogListen: "127.0.0.1:9999", pollerListen: "127.0.0.1:9998",
+		healthInterval: 20 * time.Second, demo: false}
 	if cfg != want {
 		t.Fatalf("cfg = %+v, want %+v", cfg, want)
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,12 @@ type Deps struct {
 	CatalogListen string
 	// HealthPollerListen is the health poller's probe and metrics address.
 	HealthPollerListen string
+	// HealthInterval is the poller's interval for integrations whose
+	// config sets none (0: the poller's own default).
+	HealthInterval time.Duration
+	// Demo asks the catalog to create the demo tenant's integrations if
+	// they are missing.
+	Demo bool
 	// Out is where components print what a person should read (addresses,
 	// the dev token); logs go to Log.
 	Out io.Writer
