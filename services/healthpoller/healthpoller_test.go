@@ -286,7 +286,12 @@ func TestEveryIntegrationIsCheckedAndPublished(t *testing.T) {
 	}
 	body, _ := get(t, base+"/metrics")
 	for _, want := range []string{"integration_health_latency_ms_bucket", "integration_health_scheduling_lag_seconds", "integration_health_spool_depth 0",
-		"integration_health_partitions_owned 64", "integration_health_replicas 1"} {
+		"integration_health_partitions_owned 64", "integration_health_replicas 1",
+		`integration_health_status{status="healthy",tenant="` + tenants[0] + `",type="test.inmemory"} 3`,
+		`integration_health_status{status="healthy",tenant="` + tenants[1] + `",type="test.inmemory"} 3`,
+		`integrations_health_check_total{provider="inmemory",status="healthy"}`,
+		`integration_health_latency_ms_count{provider="inmemory"}`,
+		`integration_health_scheduling_lag_seconds{quantile="0.99"}`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

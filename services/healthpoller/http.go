@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"inthub.dev/services/healthpoller/schedule"
 )
 
 // probe is the body of /healthz and /readyz.
@@ -66,6 +68,7 @@ type statsCollector struct {
 	lag, lagMax, targets, inflight, queued, spool *prometheus.Desc
 	open, skipped, timeouts, short, reportErrs    *prometheus.Desc
 	owned, members, leaseLost                     *prometheus.Desc
+	status                                        *prometheus.Desc
 }
 
 func (s *Service) collector() prometheus.Collector {
@@ -88,12 +91,15 @@ func (s *Service) collector() prometheus.Collector {
 		owned:      d("integration_health_partitions_owned", "Partitions of the integrations whose checks this replica holds the lease of."),
 		members:    d("integration_health_replicas", "Health-poller replicas seen alive at the last lease round."),
 		leaseLost:  d("integration_health_partitions_lost_total", "Leases that expired while this replica could not renew them."),
+		status: d("integration_health_status", "Integrations this replica checks, by type, tenant and the status last reported "+
+			"(unknown: not checked yet, or the last result is older than twice the interval). Sum over replicas.",
+			"type", "tenant", "status"),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.lag, c.lagMax, c.targets, c.inflight, c.queued, c.spool, c.open, c.skipped, c.timeouts, c.short, c.reportErrs,
-		c.owned, c.members, c.leaseLost} {
+		c.owned, c.members, c.leaseLost, c.status} {
 		ch <- d
 	}
 }
@@ -122,4 +128,16 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.owned, float64(st.Leases.Owned))
 	g(c.members, float64(st.Leases.Members))
 	ctr(c.leaseLost, st.Leases.Lost)
+
+	c.s.mu.Lock()
+	sched := c.s.sched
+	c.s.mu.Unlock()
+	if sched == nil {
+		return
+	}
+	counts := map[[3]string]int{}
+	sched.Statuses(func(t schedule.Target, status string) { counts[[3]string{t.Type, t.TenantID, status}]++ })
+	for k, n := range counts {
+		g(c.status, float64(n), k[0], k[1], k[2])
+	}
 }
