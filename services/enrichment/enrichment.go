@@ -7,6 +7,8 @@
 //     rules of package mapping → event.canonical.<category>; what cannot be
 //     mapped or validated goes to the DLQ with the reason, the ingest
 //     message untouched
+//   - poller (opt-in): CloudWatch alarms of monitoring.cloudwatch
+//     integrations that ask for it → ingest.cloudwatch.alarm
 //   - correlator: a worker on the EVENTS stream that indexes canonical
 //     events in PostgreSQL (package correlate), asks for the enrichment of
 //     system and security events, and answers enrichment.requested with
@@ -46,9 +48,11 @@ import (
 	"inthub.dev/events"
 	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/bus"
+	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/pkg/integrationset"
 	"inthub.dev/pkg/spool"
+	"inthub.dev/services/enrichment/cloudwatch"
 	"inthub.dev/services/enrichment/correlate"
 	"inthub.dev/services/enrichment/ingress"
 	"inthub.dev/services/enrichment/mapping"
@@ -63,6 +67,9 @@ const (
 	RoleIngress    = "ingress"
 	RoleMapper     = "mapper"
 	RoleCorrelator = "correlator"
+	// RolePoller polls CloudWatch alarms (package cloudwatch). Not in the
+	// default roles: every replica running it polls every integration.
+	RolePoller = "poller"
 )
 
 // Config configures the service. The zero value of a field takes its
@@ -104,6 +111,10 @@ type Config struct {
 	// SNS configures the CloudWatch alarm endpoint (its certificate roots
 	// and fetcher; the defaults suit production).
 	SNS ingress.SNSConfig
+	// PollInterval is the poller's interval (1m); Egress guards its
+	// connections to CloudWatch endpoints.
+	PollInterval time.Duration
+	Egress       egress.Policy
 	// Resolver reads webhook secrets; nil: one with the default backends.
 	Resolver *authref.Resolver
 	// Bucket overrides the watched integrations bucket.
@@ -141,6 +152,7 @@ type Service struct {
 	pub          atomic.Pointer[bus.Publisher]
 	store        atomic.Pointer[correlate.Store]
 	ingress      *ingress.Handler
+	poller       *cloudwatch.Poller
 }
 
 // New checks cfg and prepares the service; nothing runs until Run.
@@ -157,10 +169,10 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	roles := map[string]bool{}
 	for _, r := range cfg.Roles {
 		switch r {
-		case RoleIngress, RoleMapper, RoleCorrelator:
+		case RoleIngress, RoleMapper, RoleCorrelator, RolePoller:
 			roles[r] = true
 		default:
-			return nil, fmt.Errorf("enrichment: unknown role %q (want ingress, mapper or correlator)", r)
+			return nil, fmt.Errorf("enrichment: unknown role %q (want ingress, mapper, correlator or poller)", r)
 		}
 	}
 	if roles[RoleCorrelator] && cfg.DatabaseURL == "" && cfg.AppDatabaseURL == "" {
@@ -251,6 +263,14 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 			return nil, fmt.Errorf("enrichment: %w", err)
 		}
 		collectors = append(collectors, s.ingress.Collectors()...)
+	}
+	if roles[RolePoller] {
+		s.poller, err = cloudwatch.New(cloudwatch.Config{Integrations: set, Secrets: cfg.Resolver, Publisher: publisherRef{s},
+			Interval: cfg.PollInterval, Egress: cfg.Egress, Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("enrichment: %w", err)
+		}
+		collectors = append(collectors, s.poller.Collectors()...)
 	}
 	for _, c := range collectors {
 		if err := s.reg.Register(c); err != nil {
@@ -371,6 +391,16 @@ func (s *Service) Run(ctx context.Context) error {
 		g.Go(func() error { return w.Run(gctx) })
 		g.Go(func() error { s.retain(gctx); return nil })
 		started = append(started, w.Running())
+	}
+	if s.poller != nil {
+		g.Go(func() error {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-s.set.Ready():
+			}
+			return s.poller.Run(gctx)
+		})
 	}
 	servers := []struct {
 		addr string

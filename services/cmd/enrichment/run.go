@@ -16,7 +16,7 @@ import (
 
 var command = cli.Command{Name: "enrichment", Head: usageHead, Options: []cli.Option{
 	cli.Flag("nats-url", "NATS_URL", "nats://127.0.0.1:4250", "NATS servers, comma-separated"),
-	cli.Flag("roles", "ENRICHMENT_ROLES", "ingress,mapper,correlator", "what this process runs: ingress, mapper, correlator (comma-separated)"),
+	cli.Flag("roles", "ENRICHMENT_ROLES", "ingress,mapper,correlator", "what this process runs: ingress, mapper, correlator, poller (CloudWatch alarms; run it in one replica) (comma-separated)"),
 	cli.Flag("listen", "ENRICHMENT_LISTEN", "127.0.0.1:8083", `HTTP address of /healthz, /readyz and /metrics ("-": none)`),
 	cli.Flag("webhook-listen", "ENRICHMENT_WEBHOOK_LISTEN", "127.0.0.1:8090", `HTTP address of /webhooks/github/{id} and /webhooks/gitlab/{id}, the one to expose to providers ("-": none)`),
 	cli.Flag("data-dir", "ENRICHMENT_DATA_DIR", "./.inthub/enrichment", "local state: the spool of events waiting for NATS"),
@@ -28,6 +28,8 @@ var command = cli.Command{Name: "enrichment", Head: usageHead, Options: []cli.Op
 	cli.Flag("half-life", "ENRICHMENT_HALF_LIFE", "15m", "time distance at which proximity counts half"),
 	cli.Flag("max-matches", "ENRICHMENT_MAX_MATCHES", "10", "matches per event.enriched"),
 	cli.Flag("auto-enrich", "ENRICHMENT_AUTO_ENRICH", "system,security", `canonical categories enriched as they are indexed ("none": only on enrichment.requested)`),
+	cli.Flag("poll-interval", "ENRICHMENT_POLL_INTERVAL", "1m", "how often the poller reads the alarms of each monitoring.cloudwatch integration with pollAlarms"),
+	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: the poller may reach loopback and http:// endpoints"),
 	cli.Flag("retention", "ENRICHMENT_RETENTION", "720h", "how long indexed events are kept"),
 	cli.Flag("max-body", "ENRICHMENT_MAX_BODY", "786432", "largest webhook body in bytes (also capped by NATS max_payload)"),
 	cli.Flag("concurrency", "ENRICHMENT_CONCURRENCY", "8", "messages handled at once per worker"),
@@ -65,10 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, r := range strings.Split(get("roles"), ",") {
 		switch r = strings.TrimSpace(r); r {
-		case enrichment.RoleIngress, enrichment.RoleMapper, enrichment.RoleCorrelator:
+		case enrichment.RoleIngress, enrichment.RoleMapper, enrichment.RoleCorrelator, enrichment.RolePoller:
 			cfg.Roles = append(cfg.Roles, r)
 		default:
-			return cli.Usagef("--roles: %q is not ingress, mapper or correlator", r)
+			return cli.Usagef("--roles: %q is not ingress, mapper, correlator or poller", r)
 		}
 	}
 	cfg.AutoEnrich = []string{}
@@ -93,6 +95,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Correlation.MaxMatches, err = v.Int("max-matches", 1); err != nil {
 		return err
 	}
+	if cfg.PollInterval, err = v.Duration("poll-interval"); err != nil {
+		return err
+	}
+	dev, err := v.Bool("dev")
+	if err != nil {
+		return err
+	}
+	cfg.Egress.AllowLoopback, cfg.Egress.AllowHTTP = dev, dev
 	if cfg.Retention, err = v.Duration("retention"); err != nil {
 		return err
 	}
