@@ -24,7 +24,7 @@ func TestHelpExitsZero(t *testing.T) {
 
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
-		{"--nope"}, {"extra"}, {"--roles", "ingress,poller"}, {"--auto-enrich", "everything"}, {"--window", "soon"},
+		{"--nope"}, {"extra"}, {"--roles", "ingress,scanner"}, {"--auto-enrich", "everything"}, {"--window", "soon"},
 		{"--half-life", "0s"}, {"--max-matches", "0"}, {"--retention", "forever"}, {"--max-body", "12"},
 		{"--concurrency", "x"}, {"--poll-interval", "often"}, {"--dev", "perhaps"}, {"--max-deliver", "0"}, {"--skip-migrations", "maybe"}, {"--data-dir", ""}, {"--stream-replicas", "0"},
 	} {
