@@ -178,11 +178,11 @@ func (v *snsVerifier) verify(ctx context.Context, m *snsMessage) error {
 	case "2":
 		hash = crypto.SHA256
 	default:
-		return errors.New("SignatureVersion must be 1 or 2")
+		return errors.New("signature version must be 1 or 2")
 	}
 	sig, err := base64.StdEncoding.DecodeString(m.Signature)
 	if err != nil || len(sig) == 0 {
-		return errors.New("Signature is not base64")
+		return errors.New("signature is not base64")
 	}
 	s, err := m.stringToSign()
 	if err != nil {
@@ -209,10 +209,10 @@ func (v *snsVerifier) verify(ctx context.Context, m *snsMessage) error {
 	}
 	ts, err := time.Parse(time.RFC3339Nano, m.Timestamp)
 	if err != nil {
-		return errors.New("Timestamp is not RFC 3339")
+		return errors.New("timestamp is not RFC 3339")
 	}
 	if age := v.now().Sub(ts); age > v.cfg.MaxAge || age < -5*time.Minute {
-		return errors.New("Timestamp is too old or in the future")
+		return errors.New("timestamp is too old or in the future")
 	}
 	return nil
 }
