@@ -373,9 +373,11 @@ func TestNATSOutageLosesNoResult(t *testing.T) {
 	r := e.start(dataDir)
 	waitFor(t, 10*time.Second, "first checks", func() bool { return len(e.checks()) >= 4 })
 
+	// Down for at least 10 s: 4 integrations checked every second spool 44
+	// results in 11 s.
 	e.srv.Stop()
 	down := time.Now()
-	waitFor(t, 15*time.Second, "results spooled while NATS is down", func() bool { return r.svc.Stats().Spooled >= 8 })
+	waitFor(t, 30*time.Second, "44 results spooled while NATS is down", func() bool { return r.svc.Stats().Spooled >= 44 })
 	if err := e.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -415,8 +417,8 @@ func TestNATSOutageLosesNoResult(t *testing.T) {
 	if uint64(len(seen)) != st.Reported {
 		t.Errorf("%d distinct results on the stream, %d reported", len(seen), st.Reported)
 	}
-	if during < 8 {
-		t.Errorf("%d results checked while NATS was down, want >= 8", during)
+	if during < 40 || up.Sub(down) < 10*time.Second {
+		t.Errorf("%d results checked in the %v NATS was down, want >= 40 in at least 10 s", during, up.Sub(down))
 	}
 	m := byID(cs)
 	for _, in := range ins {
@@ -433,5 +435,100 @@ func TestNewRequiresDataDir(t *testing.T) {
 	}
 	if _, err := healthpoller.New(healthpoller.Config{DataDir: os.TempDir()}, nil); err == nil {
 		t.Fatal("New without NATS succeeded")
+	}
+}
+
+// TestCreateUpdateDelete at the service: a new integration is checked
+// within one interval; an update of its interval moves it to the new
+// cadence (the next slot of the new interval, nothing between); a delete
+// stops its checks.
+func TestCreateUpdateDelete(t *testing.T) {
+	const (
+		short = time.Second
+		long  = 30 * time.Second
+	)
+	e := newEnv(t)
+	// 30 integrations whose phases in a 30 s interval fall one in each
+	// second, so whenever the update happens, one of them has its next
+	// slot 3 to 4 s later.
+	bySecond := map[int]int{}
+	for k := 0; len(bySecond) < 30; k++ {
+		sec := int(schedule.Phase(integrationID(k), long) / time.Second)
+		if _, ok := bySecond[sec]; !ok {
+			bySecond[sec] = k
+		}
+	}
+	r := e.start(t.TempDir(), func(c *healthpoller.Config) {
+		c.IntervalOverride = 0
+		c.DefaultInterval = short
+	})
+	col := e.collect()
+	created := time.Now()
+	for _, k := range bySecond {
+		e.put(integration(k, `{}`))
+	}
+	waitFor(t, 10*time.Second, "every new integration checked", func() bool {
+		cs, _ := col.snapshot()
+		return len(firstAfter(cs, created)) == 30
+	})
+	cs, _ := col.snapshot()
+	for id, at := range firstAfter(cs, created) {
+		if d := at.Sub(created); d > short+time.Second {
+			t.Errorf("%s first checked %v after it was created, want within the interval (%v) and the time to learn of it", id, d, short)
+		}
+	}
+
+	updated := time.Now()
+	k := bySecond[int(time.Duration(updated.Add(3*time.Second).UnixNano()%int64(long))/time.Second)]
+	in := integration(k, `{"healthIntervalSeconds": 30}`)
+	in.Version = 2
+	e.put(in)
+	slot := time.Unix(0, updated.UnixNano()-updated.UnixNano()%int64(long)+int64(schedule.Phase(in.ID, long)))
+	for !slot.After(updated) {
+		slot = slot.Add(long)
+	}
+	waitFor(t, 15*time.Second, "the check at the new interval's slot", func() bool {
+		cs, _ := col.snapshot()
+		for _, c := range cs {
+			if c.IntegrationID == in.ID && !c.CheckedAt.Before(slot) {
+				return true
+			}
+		}
+		return false
+	})
+	cs, _ = col.snapshot()
+	var after []time.Duration
+	for _, c := range cs {
+		if c.IntegrationID == in.ID && c.CheckedAt.After(updated) {
+			after = append(after, c.CheckedAt.Sub(updated))
+		}
+	}
+	// At most one more check on the old cadence while the update travels;
+	// then the slot of the new one.
+	due := slot.Sub(updated)
+	if len(after) == 0 || len(after) > 2 || after[len(after)-1] < due || after[len(after)-1] > due+time.Second ||
+		(len(after) == 2 && after[0] > time.Second) {
+		t.Errorf("checks after the update at %v, want at most one within a second, then one at %v", after, due)
+	}
+
+	e.del(in)
+	deleted := time.Now()
+	waitFor(t, 10*time.Second, "the delete to reach the schedule", func() bool { return r.svc.Stats().Schedule.Targets == 29 })
+	keep := integrationID(bySecond[(int(deleted.Unix()%30)+15)%30])
+	waitFor(t, 10*time.Second, "three more checks of another", func() bool {
+		cs, _ := col.snapshot()
+		n := 0
+		for _, c := range cs {
+			if c.IntegrationID == keep && c.CheckedAt.After(deleted) {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	cs, _ = col.snapshot()
+	for _, c := range cs {
+		if c.IntegrationID == in.ID && c.CheckedAt.After(deleted) {
+			t.Errorf("deleted integration checked %v after the delete", c.CheckedAt.Sub(deleted))
+		}
 	}
 }

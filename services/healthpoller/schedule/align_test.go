@@ -234,3 +234,47 @@ func TestStatusesReadUnknownWhenStale(t *testing.T) {
 		t.Errorf("with stuck's last result more than two intervals old: %v, want fresh healthy, stuck unknown", got)
 	}
 }
+
+// TestAlignedCreateUpdateDelete: in aligned mode a new target is checked
+// within one interval, an interval change moves it to the new interval's
+// slots at once, and a removed one is not checked again.
+func TestAlignedCreateUpdateDelete(t *testing.T) {
+	f := newFixture(t, Config{Align: true}, healthy)
+	tg := Target{ID: "a", Interval: 10 * time.Second, Version: 1}
+	created := f.clock.Now()
+	f.s.Upsert(tg)
+	for range 10 {
+		f.step(t, time.Second)
+	}
+	at := f.calls.times("a")
+	if len(at) != 1 || at[0].Sub(created) > 10*time.Second {
+		t.Fatalf("checks %v in the first interval after creation at %v, want one", at, created)
+	}
+	tg.Interval, tg.Version = 25*time.Second, 2
+	changed := f.clock.Now()
+	f.s.Upsert(tg)
+	for range 60 {
+		f.step(t, time.Second)
+	}
+	at = f.calls.times("a")[1:]
+	if len(at) < 2 {
+		t.Fatalf("checks after the change: %v", at)
+	}
+	if first := at[0].Sub(changed); first <= 0 || first > 25*time.Second {
+		t.Errorf("first check %v after the change, want within the new interval", first)
+	}
+	for i, x := range at {
+		if got, want := time.Duration(x.UnixNano()%int64(25*time.Second)), Phase("a", 25*time.Second).Truncate(time.Second)+time.Second; got != want && got != want-time.Second {
+			t.Errorf("check %d at phase %v of the new interval, want about %v", i, got, want)
+		}
+		if i > 0 && x.Sub(at[i-1]) != 25*time.Second {
+			t.Errorf("checks %v apart after the change, want 25s", x.Sub(at[i-1]))
+		}
+	}
+	f.s.Remove("a")
+	n := f.calls.total()
+	f.step(t, time.Minute)
+	if f.calls.total() != n {
+		t.Error("a removed target was checked")
+	}
+}
