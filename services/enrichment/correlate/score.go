@@ -106,13 +106,15 @@ func Score(requestID string, req events.EnrichmentRequested, cands []Record, p P
 		}
 	}
 	type scored struct {
-		r     Record
+		r     *Record
 		m     events.EnrichmentMatch
 		delta time.Duration
 	}
-	var all []scored
+	// Pointers: the records are large, and sorting moves elements.
+	var all []*scored
 	at := req.At.UTC()
-	for _, r := range cands {
+	for i := range cands {
+		r := &cands[i]
 		if r.TenantID != req.TenantID || r.EventID == req.EventID {
 			continue
 		}
@@ -165,7 +167,7 @@ func Score(requestID string, req events.EnrichmentRequested, cands []Record, p P
 			continue
 		}
 		sort.Strings(common)
-		all = append(all, scored{r: r, delta: delta, m: events.EnrichmentMatch{
+		all = append(all, &scored{r: r, delta: delta, m: events.EnrichmentMatch{
 			EventID: r.EventID, Category: r.Category, Kind: r.Kind, Summary: r.Summary,
 			SourceIntegration: r.SourceIntegration, OccurredAt: r.OccurredAt, Score: score, Match: mode, Keys: common,
 		}})

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
@@ -114,7 +115,11 @@ func (m *Mapper) Map(ctx context.Context, in events.Ingested, ingestID string) (
 		"integration": map[string]string{"id": in.IntegrationID, "tenantId": in.TenantID},
 		"receivedAt":  in.ReceivedAt.UTC(),
 	}
-	e := &evaluator{ctx: ctx, vars: vars}
+	act, err := cel.NewActivation(vars)
+	if err != nil {
+		return events.Canonical{}, fmt.Errorf("mapping: activation: %w", err)
+	}
+	e := &evaluator{ctx: ctx, vars: act}
 	tried := false
 	for i := range rules {
 		r := &rules[i]
@@ -141,7 +146,7 @@ func (m *Mapper) Map(ctx context.Context, in events.Ingested, ingestID string) (
 
 type evaluator struct {
 	ctx  context.Context
-	vars map[string]any
+	vars cel.Activation // built once per document, shared by its expressions
 }
 
 func (e *evaluator) eval(p *program) (any, error) {
