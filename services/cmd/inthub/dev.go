@@ -137,6 +137,7 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		DataDir:            dataDir,
 		CatalogListen:      cfg.catalogListen,
 		HealthPollerListen: cfg.pollerListen,
+		AnnotationListen:   cfg.annotationListen,
 		HealthInterval:     cfg.healthInterval,
 		Demo:               cfg.demo,
 		Out:                stdout,

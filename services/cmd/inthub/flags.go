@@ -31,6 +31,8 @@ type devConfig struct {
 	replicas      int
 	catalogListen string
 	pollerListen  string
+	// annotationListen is the annotation worker's probe and metrics address.
+	annotationListen string
 	// healthInterval is the poller's interval for integrations whose
 	// config sets none: short, so health visibly changes in a demo.
 	healthInterval time.Duration
@@ -52,6 +54,7 @@ var devFlags = []flagDoc{
 	{"replicas", "N", "INTHUB_STREAM_REPLICAS", "1", "replicas per stream; 3 when --nats-url points at a cluster"},
 	{"catalog-listen", "ADDR", "CATALOG_LISTEN", "127.0.0.1:8080", "address of the catalog API; 127.0.0.1:0 picks a free port (printed at start)"},
 	{"health-poller-listen", "ADDR", "HEALTHPOLLER_LISTEN", "127.0.0.1:8081", "address of the health poller's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
+	{"annotation-listen", "ADDR", "ANNOTATION_LISTEN", "127.0.0.1:8082", "address of the annotation worker's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
 	{"health-interval", "DURATION", "INTHUB_DEV_HEALTH_INTERVAL", "10s", "health-check interval of integrations whose config sets no healthIntervalSeconds (deployments: 5m)"},
 	{"demo", "", "INTHUB_DEV_DEMO", "true", "create the demo tenant's in-memory integrations if they are missing (one always healthy, one failing now and then)"},
 }
@@ -138,6 +141,7 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	fs.IntVar(&cfg.replicas, "replicas", replicas, "")
 	fs.StringVar(&cfg.catalogListen, "catalog-listen", env(byName["catalog-listen"]), "")
 	fs.StringVar(&cfg.pollerListen, "health-poller-listen", env(byName["health-poller-listen"]), "")
+	fs.StringVar(&cfg.annotationListen, "annotation-listen", env(byName["annotation-listen"]), "")
 	fs.DurationVar(&cfg.healthInterval, "health-interval", interval, "")
 	fs.BoolVar(&cfg.demo, "demo", demo, "")
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/bus"
+	"inthub.dev/services/annotation"
 	"inthub.dev/services/catalog"
 	"inthub.dev/services/catalog/auth"
 	"inthub.dev/services/healthpoller"
@@ -26,6 +27,7 @@ import (
 var fleet = []devfleet.Builder{
 	{Name: "catalog", Build: buildCatalog},
 	{Name: "health-poller", Build: buildHealthPoller},
+	{Name: "annotation", Build: buildAnnotation},
 }
 
 // Dev identity: one demo tenant and an admin of it.
@@ -137,6 +139,33 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 				return
 			}
 			fmt.Fprintf(d.Out, "Health poller  http://%s/metrics  (/healthz, /readyz)\n", svc.Addr())
+		}()
+		return svc.Run(ctx)
+	}}, nil
+}
+
+// buildAnnotation runs the annotation worker on the dev data directory,
+// with loopback and http:// endpoints allowed as the catalog allows them.
+func buildAnnotation(d devfleet.Deps) (devfleet.Component, error) {
+	cfg := annotation.Config{
+		Listen:  d.AnnotationListen,
+		DataDir: filepath.Join(d.DataDir, "annotation"),
+		Logger:  d.Log,
+	}
+	cfg.Egress.AllowLoopback = true
+	cfg.Egress.AllowHTTP = true
+	svc, err := annotation.New(cfg, d.NATS)
+	if err != nil {
+		return nil, err
+	}
+	return devfleet.Func{N: "annotation", F: func(ctx context.Context) error {
+		go func() {
+			select {
+			case <-svc.Listening():
+			case <-ctx.Done():
+				return
+			}
+			fmt.Fprintf(d.Out, "Annotation   http://%s/metrics  (/healthz, /readyz)\n", svc.Addr())
 		}()
 		return svc.Run(ctx)
 	}}, nil

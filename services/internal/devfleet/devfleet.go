@@ -38,6 +38,8 @@ type Deps struct {
 	CatalogListen string
 	// HealthPollerListen is the health poller's probe and metrics address.
 	HealthPollerListen string
+	// AnnotationListen is the annotation worker's probe and metrics address.
+	AnnotationListen string
 	// HealthInterval is the poller's interval for integrations whose
 	// config sets none (0: the poller's own default).
 	HealthInterval time.Duration
