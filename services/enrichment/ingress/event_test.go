@@ -113,3 +113,22 @@ func TestGitLabDeliveryID(t *testing.T) {
 		})
 	}
 }
+
+type notReady struct{ integrations }
+
+func (notReady) Ready() <-chan struct{} { return make(chan struct{}) }
+
+// TestNotReady: before the integrations are loaded every delivery is a
+// 503 with Retry-After, not a 404 the provider would not retry.
+func TestNotReady(t *testing.T) {
+	pub := &publisher{}
+	h, err := ingress.New(ingress.Config{Integrations: notReady{integrations{ghID: integration(ghID, "scm.github", `{}`)}},
+		Secrets: secrets{}, Publisher: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := post(t, h, ghReq("push", pushBody))
+	if w.Code != 503 || w.Header().Get("Retry-After") == "" || len(pub.published()) != 0 {
+		t.Fatalf("status %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+}

@@ -52,10 +52,14 @@ func EventID(provider, integrationID, deliveryID string) string {
 }
 
 // Integrations finds an integration by id alone (the URL has no tenant);
-// integrationset.Set implements it.
+// integrationset.Set implements it. If it also has Ready() <-chan struct{}
+// (the Set does), deliveries are answered 503 until that is closed, so a
+// restart does not turn a provider's deliveries into 404s.
 type Integrations interface {
 	Lookup(id string) (events.Integration, bool)
 }
+
+type readier interface{ Ready() <-chan struct{} }
 
 // Secrets resolves AuthRef URIs; authref.Resolver implements it.
 type Secrets interface {
@@ -122,7 +126,7 @@ func New(cfg Config) (*Handler, error) {
 		sns: &snsVerifier{cfg: cfg.SNS, now: cfg.Now, certs: map[string]cachedCert{}}}
 	h.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "enrichment_webhook_requests_total",
-		Help: "Webhook deliveries by provider and outcome (accepted, ping, ignored, subscription_confirmed, bad_signature, unknown_integration, too_large, bad_request, secret_unavailable, publish_failed).",
+		Help: "Webhook deliveries by provider and outcome (accepted, ping, ignored, subscription_confirmed, bad_signature, unknown_integration, too_large, bad_request, secret_unavailable, publish_failed, unavailable).",
 	}, []string{"provider", "outcome"})
 	h.sigs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "enrichment_webhook_signature_failures_total",
@@ -176,6 +180,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, p provider) {
 	log := h.log.With("provider", p.name(), "integrationId", id)
 	outcome := func(o string) { h.reqs.WithLabelValues(p.name(), o).Inc() }
 
+	if !h.ready() {
+		outcome("unavailable")
+		w.Header().Set("Retry-After", "5")
+		reply(w, http.StatusServiceUnavailable, "starting, retry later")
+		return
+	}
 	// Unknown ids answer before the body is read, so a flood at random
 	// ids costs no reading or hashing.
 	in, ok := h.cfg.Integrations.Lookup(id)
@@ -277,6 +287,20 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, p provider) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(map[string]string{"status": "accepted", "id": evID})
+}
+
+// ready reports whether the integrations are loaded.
+func (h *Handler) ready() bool {
+	r, ok := h.cfg.Integrations.(readier)
+	if !ok {
+		return true
+	}
+	select {
+	case <-r.Ready():
+		return true
+	default:
+		return false
+	}
 }
 
 var errNoSecret = errors.New("no webhook secret configured")

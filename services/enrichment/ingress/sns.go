@@ -278,6 +278,12 @@ func (h *Handler) serveSNS(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("integrationId")
 	log := h.log.With("provider", provider, "integrationId", id)
 	outcome := func(o string) { h.reqs.WithLabelValues(provider, o).Inc() }
+	if !h.ready() {
+		outcome("unavailable")
+		w.Header().Set("Retry-After", "5")
+		reply(w, http.StatusServiceUnavailable, "starting, retry later")
+		return
+	}
 	in, ok := h.cfg.Integrations.Lookup(id)
 	if !ok || in.Type != "monitoring.cloudwatch" {
 		outcome("unknown_integration")
