@@ -76,7 +76,7 @@ func BenchmarkSchedule100k(b *testing.B) {
 }
 
 func benchSchedule(b *testing.B, n int, interval, window time.Duration, maxConc int) {
-	s, err := New(Config{MaxConcurrent: maxConc, MaxPerProvider: maxConc}, sleepChecker{100 * time.Millisecond}, nopSink{})
+	s, err := New(Config{Align: true, MaxConcurrent: maxConc, MaxPerProvider: maxConc}, sleepChecker{100 * time.Millisecond}, nopSink{})
 	if err != nil {
 		b.Fatal(err)
 	}
