@@ -93,6 +93,8 @@ type opts struct {
 
 	// cat holds the flags of the catalog commands (catalog.go).
 	cat catalogOpts
+	// ann holds the flags of annotate (annotate.go).
+	ann annotateOpts
 }
 
 type command struct {
@@ -174,12 +176,14 @@ drain does. An audit record (JSON) is written to stderr.`,
 			run: (*app).spoolDrain,
 		},
 	}
+	cmds = append(cmds, annotateCommand())
 	return append(cmds, catalogCommands()...)
 }
 
 var groupSummary = map[string]string{
-	"dlq":   "Dead letters in the DLQ stream: list, show, replay, purge",
-	"spool": "Payloads held for offline integrations in the SPOOL stream: list, drain",
+	"dlq":      "Dead letters in the DLQ stream: list, show, replay, purge",
+	"spool":    "Payloads held for offline integrations in the SPOOL stream: list, drain",
+	"annotate": "Publish an annotation request (as Scanner does) and wait for its result",
 }
 
 func (a *app) dispatch(args []string) error {
