@@ -18,6 +18,7 @@ var command = cli.Command{Name: "annotation", Head: usageHead, Options: []cli.Op
 	cli.Flag("durable", "ANNOTATION_DURABLE", "annotation", "JetStream durable consumer shared by the replicas"),
 	cli.Flag("concurrency", "ANNOTATION_CONCURRENCY", "8", "requests handled at once"),
 	cli.Flag("max-deliver", "ANNOTATION_MAX_DELIVER", "10", "deliveries of a request before it is dead-lettered"),
+	cli.Flag("ack-wait", "ANNOTATION_ACK_WAIT", "1m", "a request delivered and not acknowledged this long is redelivered (in-progress acks extend it while one is handled): how soon a crashed worker's requests come back"),
 	cli.Flag("writes-per-second", "ANNOTATION_WRITES_PER_SECOND", "1", "write budget per account (GitHub App installation, GitLab token)"),
 	cli.Flag("writes-per-minute", "ANNOTATION_WRITES_PER_MINUTE", "80", "write budget per account and minute (0: none)"),
 	cli.Flag("writes-per-hour", "ANNOTATION_WRITES_PER_HOUR", "500", "write budget per account and hour (0: none)"),
@@ -93,6 +94,9 @@ func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev 
 	cfg.AccountBudget.PerSecond = perSec
 	cfg.HostBudget.PerSecond = hostPerSec
 	if cfg.OfflineAfter, err = v.Duration("offline-after"); err != nil {
+		return
+	}
+	if cfg.AckWait, err = v.Duration("ack-wait"); err != nil {
 		return
 	}
 	if v.String("data-dir") == "" {

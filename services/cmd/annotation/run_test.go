@@ -14,17 +14,31 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Fatalf("--help = %v, want nil", err)
 	}
 	for _, want := range []string{"--nats-url", "NATS_URL", "--listen", "ANNOTATION_LISTEN", "127.0.0.1:8082",
-		"--data-dir", "--writes-per-second", "--writes-per-minute", "--offline-after", "--dev"} {
+		"--data-dir", "--writes-per-second", "--writes-per-minute", "--offline-after", "--ack-wait", "ANNOTATION_ACK_WAIT", "--dev"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("help lacks %q:\n%s", want, stdout.String())
 		}
 	}
 }
 
+// A shorter ack wait brings a killed worker's requests back sooner; the
+// end-to-end tests kill the process and need that.
+func TestAckWaitFlag(t *testing.T) {
+	var out bytes.Buffer
+	cfg, _, _, err := parse([]string{"--ack-wait", "5s"}, &out, &out)
+	if err != nil || cfg.AckWait != 5*time.Second {
+		t.Fatalf("--ack-wait 5s: AckWait %v, err %v", cfg.AckWait, err)
+	}
+	t.Setenv("ANNOTATION_ACK_WAIT", "7s")
+	if cfg, _, _, err = parse(nil, &out, &out); err != nil || cfg.AckWait != 7*time.Second {
+		t.Fatalf("ANNOTATION_ACK_WAIT=7s: AckWait %v, err %v", cfg.AckWait, err)
+	}
+}
+
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--nope"}, {"extra"}, {"--concurrency", "0"}, {"--writes-per-second", "fast"},
-		{"--writes-per-minute", "-1"}, {"--offline-after", "soon"}, {"--dev", "maybe"}, {"--data-dir", ""},
+		{"--writes-per-minute", "-1"}, {"--offline-after", "soon"}, {"--ack-wait", "0s"}, {"--dev", "maybe"}, {"--data-dir", ""},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, &stdout, &stderr)
@@ -43,7 +57,7 @@ func TestFlagsMakeTheConfig(t *testing.T) {
 	}
 	if cfg.AccountBudget.PerSecond != 0.5 || cfg.AccountBudget.PerMinute != 40 || cfg.AccountBudget.PerHour != 500 ||
 		cfg.HostBudget.PerSecond != 10 || cfg.OfflineAfter != 5*time.Minute || !dev || url != "nats://a:1,nats://b:2" ||
-		cfg.Durable != "annotation" || cfg.MaxDeliver != 10 {
+		cfg.Durable != "annotation" || cfg.MaxDeliver != 10 || cfg.AckWait != time.Minute {
 		t.Fatalf("cfg = %+v dev=%v url=%s", cfg, dev, url)
 	}
 }
