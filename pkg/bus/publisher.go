@@ -244,6 +244,11 @@ func (p *Publisher) replay(ctx context.Context) {
 // busDown tells a bus that cannot take the message now (disconnected,
 // JetStream unavailable, no ack in time) from one that refused it.
 func busDown(err error) bool {
+	// A message over the server's max_payload is refused whatever the
+	// bus's state: spooling it would replay it, refused, forever.
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return false
+	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.Code == 503

@@ -531,3 +531,19 @@ func TestWorkerStartedDuringOutageBeginsWhenBusIsBack(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// A message over the server's max_payload is refused as permanent, not
+// spooled: the spool would replay it, refused, forever.
+func TestOversizedPublishIsPermanentNotSpooled(t *testing.T) {
+	e := newEnv(t)
+	sp := openSpool(t)
+	p := e.publisher(PublisherConfig{Spool: sp, SkipValidation: true})
+	big := &nats.Msg{Subject: events.SubjectIntegrationHealthChecked, Data: make([]byte, int(e.nc.MaxPayload())+1), Header: nats.Header{}}
+	err := p.PublishMsg(context.Background(), big)
+	if fault.ClassOf(err) != fault.ClassPermanent || !errors.Is(err, nats.ErrMaxPayload) {
+		t.Fatalf("err = %v (class %v), want permanent max payload", err, fault.ClassOf(err))
+	}
+	if n := p.Spooled(); n != 0 {
+		t.Fatalf("%d spooled", n)
+	}
+}
