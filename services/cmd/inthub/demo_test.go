@@ -48,7 +48,7 @@ func TestDevSeedsTheDemoOnce(t *testing.T) {
 	dataDir := t.TempDir()
 	dbURL := testDatabase(t)
 	args := []string{"--nats-url=", "--data-dir", dataDir, "--nats-port", "0", "--database-url", dbURL,
-		"--catalog-listen", "127.0.0.1:0", "--health-poller-listen", "127.0.0.1:0", "--annotation-listen", "127.0.0.1:0", "--health-interval", "1s"}
+		"--catalog-listen", "127.0.0.1:0", "--health-poller-listen", "127.0.0.1:0", "--annotation-listen", "127.0.0.1:0", "--enrichment-listen", "127.0.0.1:0", "--webhook-listen", "127.0.0.1:0", "--health-interval", "1s"}
 
 	first := startDev(t, fleet, args...)
 	ids, created := first.demoLines(t)

@@ -138,6 +138,8 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		CatalogListen:      cfg.catalogListen,
 		HealthPollerListen: cfg.pollerListen,
 		AnnotationListen:   cfg.annotationListen,
+		EnrichmentListen:   cfg.enrichmentListen,
+		WebhookListen:      cfg.webhookListen,
 		HealthInterval:     cfg.healthInterval,
 		Demo:               cfg.demo,
 		Out:                stdout,

@@ -33,6 +33,8 @@ type devConfig struct {
 	pollerListen  string
 	// annotationListen is the annotation worker's probe and metrics address.
 	annotationListen string
+	// enrichmentListen and webhookListen are the enrichment service's.
+	enrichmentListen, webhookListen string
 	// healthInterval is the poller's interval for integrations whose
 	// config sets none: short, so health visibly changes in a demo.
 	healthInterval time.Duration
@@ -55,6 +57,8 @@ var devFlags = []flagDoc{
 	{"catalog-listen", "ADDR", "CATALOG_LISTEN", "127.0.0.1:8080", "address of the catalog API; 127.0.0.1:0 picks a free port (printed at start)"},
 	{"health-poller-listen", "ADDR", "HEALTHPOLLER_LISTEN", "127.0.0.1:8081", "address of the health poller's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
 	{"annotation-listen", "ADDR", "ANNOTATION_LISTEN", "127.0.0.1:8082", "address of the annotation worker's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
+	{"enrichment-listen", "ADDR", "ENRICHMENT_LISTEN", "127.0.0.1:8083", "address of the enrichment service's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
+	{"webhook-listen", "ADDR", "ENRICHMENT_WEBHOOK_LISTEN", "127.0.0.1:8090", "address of the webhook ingress (/webhooks/github/{id}, /webhooks/gitlab/{id}, /webhooks/sns/{id})"},
 	{"health-interval", "DURATION", "INTHUB_DEV_HEALTH_INTERVAL", "10s", "health-check interval of integrations whose config sets no healthIntervalSeconds (deployments: 5m)"},
 	{"demo", "", "INTHUB_DEV_DEMO", "true", "create the demo tenant's in-memory integrations if they are missing (one always healthy, one failing now and then)"},
 }
@@ -142,6 +146,8 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	fs.StringVar(&cfg.catalogListen, "catalog-listen", env(byName["catalog-listen"]), "")
 	fs.StringVar(&cfg.pollerListen, "health-poller-listen", env(byName["health-poller-listen"]), "")
 	fs.StringVar(&cfg.annotationListen, "annotation-listen", env(byName["annotation-listen"]), "")
+	fs.StringVar(&cfg.enrichmentListen, "enrichment-listen", env(byName["enrichment-listen"]), "")
+	fs.StringVar(&cfg.webhookListen, "webhook-listen", env(byName["webhook-listen"]), "")
 	fs.DurationVar(&cfg.healthInterval, "health-interval", interval, "")
 	fs.BoolVar(&cfg.demo, "demo", demo, "")
 

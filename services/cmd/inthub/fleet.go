@@ -15,6 +15,7 @@ import (
 	"inthub.dev/services/annotation"
 	"inthub.dev/services/catalog"
 	"inthub.dev/services/catalog/auth"
+	"inthub.dev/services/enrichment"
 	"inthub.dev/services/healthpoller"
 	"inthub.dev/services/internal/devfleet"
 )
@@ -28,6 +29,7 @@ var fleet = []devfleet.Builder{
 	{Name: "catalog", Build: buildCatalog},
 	{Name: "health-poller", Build: buildHealthPoller},
 	{Name: "annotation", Build: buildAnnotation},
+	{Name: "enrichment", Build: buildEnrichment},
 }
 
 // Dev identity: one demo tenant and an admin of it.
@@ -166,6 +168,40 @@ func buildAnnotation(d devfleet.Deps) (devfleet.Component, error) {
 				return
 			}
 			fmt.Fprintf(d.Out, "Annotation   http://%s/metrics  (/healthz, /readyz)\n", svc.Addr())
+		}()
+		return svc.Run(ctx)
+	}}, nil
+}
+
+// buildEnrichment runs the webhook ingress, the mapper and the correlator
+// (not the CloudWatch poller) on the dev database and data directory.
+func buildEnrichment(d devfleet.Deps) (devfleet.Component, error) {
+	if d.DatabaseURL == "" {
+		return nil, errors.New("the enrichment service needs PostgreSQL for its correlation index: start it or point --database-url at one")
+	}
+	cfg := enrichment.Config{
+		Listen:        d.EnrichmentListen,
+		WebhookListen: d.WebhookListen,
+		DataDir:       filepath.Join(d.DataDir, "enrichment"),
+		DatabaseURL:   d.DatabaseURL,
+		Streams:       bus.DefaultStreamSettings(),
+		Logger:        d.Log,
+	}
+	cfg.Egress.AllowLoopback = true
+	cfg.Egress.AllowHTTP = true
+	svc, err := enrichment.New(cfg, d.NATS)
+	if err != nil {
+		return nil, err
+	}
+	return devfleet.Func{N: "enrichment", F: func(ctx context.Context) error {
+		go func() {
+			select {
+			case <-svc.Listening():
+			case <-ctx.Done():
+				return
+			}
+			fmt.Fprintf(d.Out, "Enrichment   http://%s/metrics  (/healthz, /readyz); webhooks at http://%s/webhooks/{github,gitlab,sns}/{integrationId}\n",
+				svc.Addr(), svc.WebhookAddr())
 		}()
 		return svc.Run(ctx)
 	}}, nil

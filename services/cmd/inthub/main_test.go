@@ -188,7 +188,7 @@ func TestDevStartsEmbeddedNATSProvisionsStreamsAndStops(t *testing.T) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--nats-url=", "--data-dir", dataDir, "--nats-port", "0", "--database-url", dbURL, "--catalog-listen", "127.0.0.1:0", "--health-poller-listen", "127.0.0.1:0", "--annotation-listen", "127.0.0.1:0"}, stdout, stderr)
+		done <- run(ctx, []string{"dev", "--nats-url=", "--data-dir", dataDir, "--nats-port", "0", "--database-url", dbURL, "--catalog-listen", "127.0.0.1:0", "--health-poller-listen", "127.0.0.1:0", "--annotation-listen", "127.0.0.1:0", "--enrichment-listen", "127.0.0.1:0", "--webhook-listen", "127.0.0.1:0"}, stdout, stderr)
 	}()
 	r := &devRun{stdout: stdout, stderr: stderr, cancel: cancel, done: done}
 
@@ -447,6 +447,8 @@ func TestEnvDefaults(t *testing.T) {
 	t.Setenv("CATALOG_LISTEN", "127.0.0.1:9999")
 	t.Setenv("HEALTHPOLLER_LISTEN", "127.0.0.1:9998")
 	t.Setenv("ANNOTATION_LISTEN", "127.0.0.1:9997")
+	t.Setenv("ENRICHMENT_LISTEN", "127.0.0.1:9996")
+	t.Setenv("ENRICHMENT_WEBHOOK_LISTEN", "127.0.0.1:9995")
 	t.Setenv("INTHUB_DEV_HEALTH_INTERVAL", "20s")
 	t.Setenv("INTHUB_DEV_DEMO", "false")
 	cfg, err := parseDevFlags(nil, &bytes.Buffer{}, &bytes.Buffer{})
@@ -454,7 +456,7 @@ func TestEnvDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3, catalogListen: "127.0.0.1:9999", pollerListen: "127.0.0.1:9998",
-		annotationListen: "127.0.0.1:9997", healthInterval: 20 * time.Second, demo: false}
+		annotationListen: "127.0.0.1:9997", enrichmentListen: "127.0.0.1:9996", webhookListen: "127.0.0.1:9995", healthInterval: 20 * time.Second, demo: false}
 	if cfg != want {
 		t.Fatalf("cfg = %+v, want %+v", cfg, want)
 	}

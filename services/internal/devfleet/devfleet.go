@@ -40,6 +40,9 @@ type Deps struct {
 	HealthPollerListen string
 	// AnnotationListen is the annotation worker's probe and metrics address.
 	AnnotationListen string
+	// EnrichmentListen and WebhookListen are the enrichment service's
+	// probe and metrics address and its webhook ingress.
+	EnrichmentListen, WebhookListen string
 	// HealthInterval is the poller's interval for integrations whose
 	// config sets none (0: the poller's own default).
 	HealthInterval time.Duration
