@@ -11,6 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"inthub.dev/events"
 	"inthub.dev/pkg/fault"
@@ -32,6 +36,9 @@ type PublisherConfig struct {
 	// down (default 1s); a reconnect retries at once.
 	RetryEvery time.Duration
 	Logger     *slog.Logger
+	// TracerProvider makes the producer span of each publish (default: no
+	// tracing; the trace context is still carried).
+	TracerProvider trace.TracerProvider
 }
 
 // Publisher publishes events to JetStream: it validates each against its
@@ -40,10 +47,11 @@ type PublisherConfig struct {
 // a local fsync'd spool instead of failing. Publish returns once the event
 // is durable: acknowledged by JetStream, or on disk in the spool.
 type Publisher struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	cfg PublisherConfig
-	log *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	cfg    PublisherConfig
+	log    *slog.Logger
+	tracer trace.Tracer
 
 	// mu orders direct publishes against the spool: while anything is
 	// spooled, every publish goes to the spool too, so one publisher's
@@ -74,7 +82,10 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Publisher{nc: nc, js: js, cfg: cfg, log: cfg.Logger,
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
+	p := &Publisher{nc: nc, js: js, cfg: cfg, log: cfg.Logger, tracer: cfg.TracerProvider.Tracer(tracerName),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if cfg.Spool != nil {
 		// Events spooled by an earlier process go out before new ones.
@@ -130,7 +141,39 @@ func (p *Publisher) message(ctx context.Context, subject string, ev events.Event
 
 // PublishMsg publishes a prepared message (its Nats-Msg-Id set by the
 // caller) with the same durability as Publish.
+//
+// The publish is a producer span. Its parent is the trace context the
+// message's traceparent header names, else ctx's: a message prepared
+// elsewhere (an outbox row, a spooled or replayed message) continues the
+// trace it was made in. The header then names the producer span, so the
+// consumer's span is its child.
 func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg) error {
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	if msg.Header.Get(HeaderTraceParent) != "" {
+		ctx = propagator.Extract(ctx, headerCarrier(msg.Header))
+	}
+	ctx, span := p.tracer.Start(ctx, msg.Subject+" publish", trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	propagator.Inject(ctx, headerCarrier(msg.Header))
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", msg.Subject),
+			attribute.String("messaging.message.id", msg.Header.Get(HeaderMsgID)),
+		)
+	}
+	err := p.publishMsg(ctx, msg)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+func (p *Publisher) publishMsg(ctx context.Context, msg *nats.Msg) error {
 	p.mu.RLock()
 	if !p.spooling.Load() && p.nc.Status() == nats.CONNECTED {
 		err := p.send(ctx, msg)
