@@ -24,6 +24,7 @@ var command = cli.Command{Name: "annotation", Head: usageHead, Options: []cli.Op
 	cli.Flag("writes-per-hour", "ANNOTATION_WRITES_PER_HOUR", "500", "write budget per account and hour (0: none)"),
 	cli.Flag("host-writes-per-second", "ANNOTATION_HOST_WRITES_PER_SECOND", "10", "write budget per API host, all accounts together"),
 	cli.Flag("offline-after", "ANNOTATION_OFFLINE_AFTER", "2m", "an integration's breaker open this long: its requests go to the spool"),
+	cli.EgressPortsFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
 }}
 
@@ -97,6 +98,9 @@ func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev 
 		return
 	}
 	if cfg.AckWait, err = v.Duration("ack-wait"); err != nil {
+		return
+	}
+	if cfg.Egress.AllowPorts, err = v.Ports("egress-allow-ports"); err != nil {
 		return
 	}
 	if v.String("data-dir") == "" {

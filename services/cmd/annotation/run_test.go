@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Fatalf("--help = %v, want nil", err)
 	}
 	for _, want := range []string{"--nats-url", "NATS_URL", "--listen", "ANNOTATION_LISTEN", "127.0.0.1:8082",
-		"--data-dir", "--writes-per-second", "--writes-per-minute", "--offline-after", "--ack-wait", "ANNOTATION_ACK_WAIT", "--dev"} {
+		"--data-dir", "--writes-per-second", "--writes-per-minute", "--offline-after", "--ack-wait", "ANNOTATION_ACK_WAIT", "--egress-allow-ports", "INTHUB_EGRESS_ALLOW_PORTS", "--dev"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("help lacks %q:\n%s", want, stdout.String())
 		}
@@ -29,6 +30,10 @@ func TestAckWaitFlag(t *testing.T) {
 	if err != nil || cfg.AckWait != 5*time.Second {
 		t.Fatalf("--ack-wait 5s: AckWait %v, err %v", cfg.AckWait, err)
 	}
+	if cfg, _, _, err = parse([]string{"--egress-allow-ports", "8443,8080"}, &out, &out); err != nil ||
+		!slices.Equal(cfg.Egress.AllowPorts, []int{8443, 8080}) {
+		t.Fatalf("--egress-allow-ports 8443,8080: %v, err %v", cfg.Egress.AllowPorts, err)
+	}
 	t.Setenv("ANNOTATION_ACK_WAIT", "7s")
 	if cfg, _, _, err = parse(nil, &out, &out); err != nil || cfg.AckWait != 7*time.Second {
 		t.Fatalf("ANNOTATION_ACK_WAIT=7s: AckWait %v, err %v", cfg.AckWait, err)
@@ -38,7 +43,7 @@ func TestAckWaitFlag(t *testing.T) {
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--nope"}, {"extra"}, {"--concurrency", "0"}, {"--writes-per-second", "fast"},
-		{"--writes-per-minute", "-1"}, {"--offline-after", "soon"}, {"--ack-wait", "0s"}, {"--dev", "maybe"}, {"--data-dir", ""},
+		{"--writes-per-minute", "-1"}, {"--offline-after", "soon"}, {"--ack-wait", "0s"}, {"--egress-allow-ports", "https"}, {"--dev", "maybe"}, {"--data-dir", ""},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, &stdout, &stderr)

@@ -28,6 +28,7 @@ var command = cli.Command{Name: "catalog", Head: usageHead, Options: []cli.Optio
 	cli.Flag("jwks-url", "JWT_JWKS_URL", "", "the Authority's JWK Set URL"),
 	cli.Flag("jwt-key-file", "JWT_KEY_FILE", "", "PEM public keys instead of a JWKS"),
 	cli.Flag("dev-hs256-secret-file", "JWT_DEV_HS256_SECRET_FILE", "", "DEV ONLY: file with an HS256 secret (>= 32 bytes); needs --dev"),
+	cli.EgressPortsFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows HS256 tokens and loopback endpoints"),
 }}
 
@@ -63,6 +64,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ports, err := v.Ports("egress-allow-ports")
+	if err != nil {
+		return err
+	}
 	ac := auth.Config{
 		Issuer: get("jwt-issuer"), Audience: get("jwt-audience"), TenantClaim: get("jwt-tenant-claim"),
 		JWKSURL: get("jwks-url"), KeyFile: get("jwt-key-file"), DevMode: dev,
@@ -90,6 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SkipMigrations: skip, Streams: settings, Auth: ac, Logger: log,
 	}
 	cfg.Egress.AllowLoopback = dev
+	cfg.Egress.AllowPorts = ports
 	cfg.Egress.AllowHTTP = dev
 	svc, err := catalog.New(cfg, nc)
 	if err != nil {

@@ -24,6 +24,7 @@ var command = cli.Command{Name: "health-poller", Head: usageHead, Options: []cli
 	cli.Flag("lease-renew", "HEALTHPOLLER_LEASE_RENEW", "5s", "how often leases are renewed and shares rebalanced; at most half the lease TTL"),
 	cli.Flag("lease-replicas", "HEALTHPOLLER_LEASE_REPLICAS", "1", "replicas of the lease buckets in a NATS cluster (3 in a cluster of 3)"),
 	cli.Flag("replica-id", "HEALTHPOLLER_REPLICA_ID", "", "this replica's name in the lease buckets (letters, digits, - and _); default host name + random"),
+	cli.EgressPortsFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
 }}
 
@@ -86,6 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ports, err := v.Ports("egress-allow-ports")
+	if err != nil {
+		return err
+	}
 	get := v.String
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "health-poller")
@@ -100,6 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Partitions: parts, LeaseTTL: ttl, LeaseRenew: renew, LeaseReplicas: leaseReplicas, ReplicaID: get("replica-id"),
 	}
 	cfg.Egress.AllowLoopback = dev
+	cfg.Egress.AllowPorts = ports
 	cfg.Egress.AllowHTTP = dev
 	svc, err := healthpoller.New(cfg, nc)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -132,6 +133,32 @@ func (v Values) Duration(name string) (time.Duration, error) {
 		return 0, Usagef("--%s: %q is not a positive duration (e.g. 5m)", name, v.String(name))
 	}
 	return d, nil
+}
+
+// Ports parses an option as a comma-separated list of TCP ports (1 to
+// 65535); an empty value is no port.
+func (v Values) Ports(name string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(v.String(name), ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, Usagef("--%s: %q is not a port (1 to 65535)", name, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// EgressPortsFlag is the option of the services that call providers:
+// the egress policy allows 443 and 80, and a provider served on another
+// port (a GitHub Enterprise Server on 8443, a GitLab on 8080) needs it
+// listed.
+func EgressPortsFlag() Option {
+	return Flag("egress-allow-ports", "INTHUB_EGRESS_ALLOW_PORTS", "",
+		"ports besides 443 and 80 that provider endpoints may use, comma-separated (e.g. 8443,8080)")
 }
 
 // ConnectNATS connects as services do: it keeps retrying the first

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,7 +16,44 @@ var cmd = cli.Command{Name: "x", Head: "Usage: x\n", Options: []cli.Option{
 	cli.Flag("n", "X_N", "3", "a number"),
 	cli.Flag("every", "X_EVERY", "5m", "a duration"),
 	cli.Flag("dev", "X_DEV", "false", "dev mode"),
+	cli.EgressPortsFlag(),
 }}
+
+func TestPorts(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []int
+		bad  bool
+	}{
+		{in: "", want: nil},
+		{in: "8443", want: []int{8443}},
+		{in: " 8443, 8080 ,", want: []int{8443, 8080}},
+		{in: "0", bad: true},
+		{in: "65536", bad: true},
+		{in: "https", bad: true},
+		{in: "8443;8080", bad: true},
+	} {
+		v, err := cmd.Parse([]string{"--egress-allow-ports", tc.in}, &bytes.Buffer{}, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := v.Ports("egress-allow-ports")
+		if tc.bad {
+			if cli.ExitCode(err) != 2 {
+				t.Errorf("%q: %v, %v; want a usage error", tc.in, got, err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%q: %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	t.Setenv("INTHUB_EGRESS_ALLOW_PORTS", "9443")
+	v, _ := cmd.Parse(nil, &bytes.Buffer{}, &bytes.Buffer{})
+	if got, err := v.Ports("egress-allow-ports"); err != nil || !slices.Equal(got, []int{9443}) {
+		t.Errorf("from the environment: %v, %v", got, err)
+	}
+}
 
 func TestFlagsOverEnvOverDefaults(t *testing.T) {
 	t.Setenv("X_N", "7")
