@@ -12,6 +12,12 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"inthub.dev/events"
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/fault"
@@ -76,6 +82,26 @@ func newClient(base http.RoundTripper, policy egress.Policy, timeout time.Durati
 		Timeout:       timeout,
 		CheckRedirect: checkRedirect,
 	}
+}
+
+// traced wraps c's transport in client spans when the Builder traces. The
+// span covers the guards too, so a request the egress policy refuses shows
+// as a failed call. Nothing is propagated: providers are third parties,
+// and our trace ids are none of their business.
+func (b *Builder) traced(c *http.Client, it events.Integration, provider string) *http.Client {
+	if b.tracer == nil {
+		return c
+	}
+	c.Transport = otelhttp.NewTransport(c.Transport,
+		otelhttp.WithTracerProvider(b.tracer),
+		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()),
+		otelhttp.WithSpanOptions(trace.WithAttributes(
+			attribute.String("inthub.provider", provider),
+			attribute.String("inthub.tenant_id", it.TenantID),
+			attribute.String("inthub.integration_id", it.ID),
+		)),
+	)
+	return c
 }
 
 // checkRedirect follows at most maxRedirects redirects and never from https

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"inthub.dev/events"
 	"inthub.dev/pkg/authref"
@@ -92,6 +93,7 @@ type Builder struct {
 	now       func() time.Time
 	maxBody   int64
 	transport *http.Transport
+	tracer    trace.TracerProvider // nil: provider calls are not traced
 
 	tests     *cache.Cache[testKey, TestOutcome]
 	discovery *cache.Cache[discoveryKey, ResourcePage]
@@ -113,6 +115,13 @@ func WithLogger(l *slog.Logger) Option {
 			b.log = l
 		}
 	}
+}
+
+// WithTracerProvider makes every HTTP request to a provider a client
+// span, a child of the span in the caller's context (a health check, a
+// bus consumer's span). The trace context is not sent to the provider.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(b *Builder) { b.tracer = tp }
 }
 
 // WithMaxBodyBytes bounds provider response bodies (DefaultMaxBodyBytes).
@@ -245,7 +254,7 @@ func (b *Builder) Connector(ctx context.Context, it events.Integration) (connect
 		Config:        it.Config,
 		AuthRef:       it.AuthRef,
 		Secrets:       secrets{r: b.resolver, c: c},
-		HTTPClient:    newClient(b.transport, b.policy, timeoutOf(it.Config), b.maxBody),
+		HTTPClient:    b.traced(newClient(b.transport, b.policy, timeoutOf(it.Config), b.maxBody), it, info.Provider),
 		Logger: b.log.With(slog.String("tenantId", it.TenantID), slog.String("integrationId", it.ID),
 			slog.String("provider", info.Provider)),
 		Now: b.now,
