@@ -391,7 +391,18 @@ func (s *Set) apply(e jetstream.KeyValueEntry) {
 		return
 	}
 	s.put(in)
-	s.notify(Change{Kind: Upsert, Integration: in})
+	s.notify(Change{Kind: Upsert, Integration: in, TraceParent: traceParent(e.Value())})
+}
+
+// traceParent reads the trace context the catalog's forwarder stores
+// beside a record's fields. A second decode, but only of live changes,
+// which are rare next to reads.
+func traceParent(value []byte) string {
+	var v struct {
+		TraceParent string `json:"traceparent"`
+	}
+	_ = json.Unmarshal(value, &v)
+	return v.TraceParent
 }
 
 // swap replaces the held records with a snapshot and tells subscribers

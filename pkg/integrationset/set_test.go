@@ -587,3 +587,37 @@ func TestRunLifecycle(t *testing.T) {
 		t.Error("Subscribe after Run returned gave an open channel")
 	}
 }
+
+// A live change whose value carries the catalog's traceparent hands it
+// on; a value without one, and the snapshot, carry none.
+func TestChangeCarriesTraceParent(t *testing.T) {
+	e := newEnv(t)
+	s, _ := e.start()
+	sub := s.Subscribe(0)
+	waitReady(t, s, 10*time.Second)
+
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	withTrace := func(in events.Integration, traceparent string) []byte {
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["traceparent"], _ = json.Marshal(traceparent)
+		b, _ = json.Marshal(m)
+		return b
+	}
+	in := integration(1, 1)
+	e.putRaw(bus.IntegrationKey(in.TenantID, in.ID), withTrace(in, tp))
+	if c := next(t, sub); c.Kind != integrationset.Upsert || c.TraceParent != tp || !equal(c.Integration, in) {
+		t.Fatalf("change %v %q %+v, want upsert with traceparent %q and the record", c.Kind, c.TraceParent, c.Integration, tp)
+	}
+	in.HealthStatus = events.HealthHealthy
+	e.put(in)
+	if c := next(t, sub); c.Kind != integrationset.Upsert || c.TraceParent != "" {
+		t.Fatalf("change %v with traceparent %q, want an upsert without one", c.Kind, c.TraceParent)
+	}
+}

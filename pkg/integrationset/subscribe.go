@@ -33,6 +33,12 @@ func (k Kind) String() string {
 type Change struct {
 	Kind        Kind
 	Integration events.Integration
+	// TraceParent is the W3C trace context of the catalog change that
+	// wrote this record, when the record carries one: an Upsert seen as it
+	// happens (not one found by a snapshot) of a created or updated
+	// integration. A service whose work follows from the change (the
+	// health poller's next check) continues that trace.
+	TraceParent string
 }
 
 // Subscription receives the Set's changes on a buffered channel. The Set
