@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"inthub.dev/events"
 	"inthub.dev/migrations"
 	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/bus"
@@ -275,6 +276,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return ignoreCanceled(fwd.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(notifier.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(consumer.Run(gctx)) })
+	g.Go(func() error { s.rebuildState(gctx, fwd, st); return nil })
 	close(s.ready)
 	s.log.Info("catalog listening", "addr", s.addr.String())
 	return g.Wait()
@@ -314,4 +316,32 @@ func ignoreCanceled(err error) error {
 		return nil
 	}
 	return err
+}
+
+// rebuildState makes the integrations bucket agree with the database once
+// at start (outbox.Rebuild), retrying while the bus or the database is
+// away; it never stops the catalog.
+func (s *Service) rebuildState(ctx context.Context, fwd *outbox.Forwarder, st *store.Store) {
+	walk := func(ctx context.Context, fn func(events.Integration, bool) error) error {
+		return st.StateSnapshot(ctx, func(r store.StateRecord) error { return fn(r.Integration, r.Deleted) })
+	}
+	wait := time.Second
+	for {
+		stats, err := fwd.Rebuild(ctx, walk)
+		if err == nil {
+			s.log.Info("integrations bucket checked against the database", "integrations", stats.Seen,
+				"restored", stats.Restored, "deleted", stats.Deleted, "removed", stats.Removed)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("cannot check the integrations bucket against the database yet; retrying", "error", err.Error(), "in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
+	}
 }

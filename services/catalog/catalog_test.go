@@ -47,6 +47,18 @@ func start(t *testing.T) *fleet {
 	db := pgtest.New(t)
 	srv := natstest.Start(t)
 	js, _ := srv.JetStream()
+	base := runCatalog(t, db, srv)
+	token, err := auth.DevToken(secret, "test", "inthub", "tester", tenant, []string{"integrations:write"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fleet{t: t, srv: srv, js: js, db: db, base: base, token: token}
+}
+
+// runCatalog runs one more catalog replica on db and srv until the test
+// ends and returns its API's base URL.
+func runCatalog(t *testing.T, db *pgtest.DB, srv *natstest.Server) string {
+	t.Helper()
 	nc := srv.Connect()
 	svc, err := catalog.New(catalog.Config{
 		Listen:         "127.0.0.1:0",
@@ -74,11 +86,7 @@ func start(t *testing.T) *fleet {
 	case <-time.After(30 * time.Second):
 		t.Fatal("catalog not ready")
 	}
-	token, err := auth.DevToken(secret, "test", "inthub", "tester", tenant, []string{"integrations:write"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fleet{t: t, srv: srv, js: js, db: db, base: "http://" + svc.Addr().String(), token: token}
+	return "http://" + svc.Addr().String()
 }
 
 func (f *fleet) call(method, path string, body any, ifMatch string) (int, map[string]any) {
@@ -245,4 +253,75 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// The bus loses the integrations bucket (a new NATS store, a purge): a
+// catalog starting on the database puts back every live integration at its
+// version, leaves deleted ones out, and removes keys the database does not
+// know.
+func TestIntegrationsBucketRebuiltFromTheDatabase(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	var ids []string
+	for i := range 3 {
+		code, it := f.call("POST", "/api/v1/integrations", map[string]any{"type": "test.inmemory", "name": "r" + strconv.Itoa(i), "config": map[string]any{}}, "")
+		if code != http.StatusCreated {
+			t.Fatalf("create: %d %v", code, it)
+		}
+		ids = append(ids, it["id"].(string))
+	}
+	if code, out := f.call("PUT", "/api/v1/integrations/"+ids[1], map[string]any{"type": "test.inmemory", "name": "r1-v2", "config": map[string]any{}}, ""); code != http.StatusOK {
+		t.Fatalf("update: %d %v", code, out)
+	}
+	if code, out := f.call("DELETE", "/api/v1/integrations/"+ids[2], nil, ""); code != http.StatusOK && code != http.StatusNoContent {
+		t.Fatalf("delete: %d %v", code, out)
+	}
+	kv, err := f.js.KeyValue(ctx, bus.BucketIntegrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	liveKeys := func() map[string]int64 {
+		out := map[string]int64{}
+		keys, err := kv.ListKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range keys.Keys() {
+			e, err := kv.Get(ctx, k)
+			if err != nil {
+				continue
+			}
+			var in events.Integration
+			_ = json.Unmarshal(e.Value(), &in)
+			out[k] = in.Version
+		}
+		return out
+	}
+	want := map[string]int64{bus.IntegrationKey(tenant, ids[0]): 1, bus.IntegrationKey(tenant, ids[1]): 2}
+	eventually := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for got := liveKeys(); fmt.Sprint(got) != fmt.Sprint(want); got = liveKeys() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: bucket holds %v, want %v", what, got, want)
+			}
+			time.Sleep(50 * time.Millisecond) // poll interval
+		}
+	}
+	eventually("before the loss")
+
+	if err := f.js.DeleteKeyValue(ctx, bus.BucketIntegrations); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.ProvisionKV(ctx, f.js, bus.DefaultStreamSettings()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, bus.IntegrationKey(tenant, "5f0c7a4e-0000-4000-8000-00000000dead"), []byte(`{"version":9}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(liveKeys()); n != 1 {
+		t.Fatalf("after the loss the bucket holds %d keys, want only the stray one", n)
+	}
+	runCatalog(t, f.db, f.srv)
+	eventually("after a catalog started")
 }
