@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/propagation"
 
 	"inthub.dev/events"
 )
@@ -34,7 +35,8 @@ func Partition(aggregateID string) int {
 
 // Insert writes ev to the outbox in the caller's transaction, as the
 // aggregate's next event: tenant from ev.TenantID, subject = ev.Type,
-// event_id = ev.ID, payload = ev.Marshal().
+// event_id = ev.ID, payload = ev.Marshal(), its traceparent the span in
+// ctx unless ev names one.
 //
 // The caller must hold the aggregate's row lock (the UPDATE of the change,
 // or SELECT ... FOR UPDATE) before calling Insert, and the transaction must
@@ -69,6 +71,13 @@ func Insert(ctx context.Context, tx pgx.Tx, ev events.Event, aggregateID string)
 		// The subject it would be published to: a row without one would
 		// stall its partition instead of reaching a consumer.
 		return fmt.Errorf("outbox: event %s has no type", ev.ID)
+	}
+	if ev.TraceParent == "" {
+		// The writer's span (the API request, the health consumer's
+		// delivery): the trace goes on through the outbox to the bus.
+		c := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, c)
+		ev.TraceParent = c["traceparent"]
 	}
 	body, err := ev.Marshal()
 	if err != nil {

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,7 +35,8 @@ func (f *Forwarder) applyState(ctx context.Context, r row) (wrote bool, err erro
 	switch r.subject {
 	case events.SubjectIntegrationCreated, events.SubjectIntegrationUpdated:
 		var ev struct {
-			Data struct {
+			TraceParent string `json:"traceparent"`
+			Data        struct {
 				Integration json.RawMessage `json:"integration"`
 			} `json:"data"`
 		}
@@ -49,7 +51,8 @@ func (f *Forwarder) applyState(ctx context.Context, r row) (wrote bool, err erro
 			return false, fmt.Errorf("%w: data.integration names %s of tenant %s, the row %s of tenant %s",
 				errSkip, in.ID, in.TenantID, r.aggregateID, r.tenantID)
 		}
-		return f.putIntegration(ctx, bus.IntegrationKey(in.TenantID, in.ID), in.Version, ev.Data.Integration)
+		return f.putIntegration(ctx, bus.IntegrationKey(in.TenantID, in.ID), in.Version,
+			withTraceParent(ev.Data.Integration, ev.TraceParent))
 	case events.SubjectIntegrationDeleted:
 		if err := f.cfg.State.Delete(ctx, bus.IntegrationKey(r.tenantID, r.aggregateID)); err != nil {
 			return false, classifyState(err)
@@ -134,6 +137,9 @@ func (f *Forwarder) setHealth(ctx context.Context, key string, status events.Hea
 			return false, nil
 		}
 		rec["healthStatus"] = want
+		// The trace of the change that wrote the record ends here: a health
+		// transition is no change the watchers react to with new work.
+		delete(rec, "traceparent")
 		value, err := json.Marshal(rec)
 		if err != nil {
 			return false, fmt.Errorf("%w: encode: %w", errSkip, err)
@@ -148,6 +154,27 @@ func (f *Forwarder) setHealth(ctx context.Context, key string, status events.Hea
 		return true, nil
 	}
 	return false, fmt.Errorf("bucket key %s: still conflicting after %d attempts", key, casAttempts)
+}
+
+// withTraceParent stores the event's trace context beside the record's
+// fields, so that a watcher of the bucket (the health poller) continues
+// the trace of the change. record is a JSON object that decoded.
+func withTraceParent(record json.RawMessage, traceparent string) json.RawMessage {
+	body := bytes.TrimSpace(record)
+	if traceparent == "" || len(body) < 2 || body[0] != '{' {
+		return record
+	}
+	q, err := json.Marshal(traceparent)
+	if err != nil {
+		return record
+	}
+	out := make([]byte, 0, len(body)+len(q)+16)
+	out = append(out, `{"traceparent":`...)
+	out = append(out, q...)
+	if rest := bytes.TrimSpace(body[1:]); len(rest) > 0 && rest[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, body[1:]...)
 }
 
 func isConflict(err error) bool {
