@@ -100,8 +100,9 @@
 // healthStatus in the stored record. A created/updated record also holds
 // the event's traceparent (removed again by a health write), so the health
 // poller's check that follows a change is in the change's trace. The
-// health-poller and the annotation worker watch the bucket (pkg/integrationset): one watch is their
-// snapshot at start and their feed of changes after it. Replaying the
+// health-poller and the annotation worker watch the bucket
+// (pkg/integrationset): one watch is their snapshot at start and their
+// feed of changes after it. Replaying the
 // INTEGRATIONS stream instead would miss every integration unchanged for
 // longer than the stream's MaxAge (7 days).
 //
