@@ -9,7 +9,9 @@ import (
 	"inthub.dev/events"
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/inmemory"
 	"inthub.dev/pkg/fault"
+	"inthub.dev/schemas"
 	"inthub.dev/services/annotation"
 )
 
@@ -300,5 +302,53 @@ func TestIntegrationMarkedOfflineSpools(t *testing.T) {
 	}
 	if l := e.spooled()[0]; l.IntegrationID != id {
 		t.Errorf("spooled under %q, want %s", l.IntegrationID, id)
+	}
+}
+
+// A provider answer that does not fit the completed event (a URL that is
+// not http(s)) must not fail a request whose effect is already there.
+func TestOddProviderURLStillCompletes(t *testing.T) {
+	e := newEnv(t)
+	id := newID()
+	e.put(integration(id, tenantA, "test.recorder", "active"))
+	e.rec.mu.Lock()
+	e.rec.url = func(string) string { return "inmemory://acme/api" }
+	e.rec.mu.Unlock()
+	e.start(annotation.Config{})
+	rid := e.request(tenantA, status(id, "c"))
+	eventually(t, 20*time.Second, "completed", func() bool { c, _ := e.results(); return len(c) == 1 })
+	c, _ := e.results()
+	if c[0].RequestID != rid || c[0].URL != "" {
+		t.Errorf("completed = %+v", c[0])
+	}
+	if n := len(e.dlq()); n != 0 {
+		t.Errorf("%d dead letters", n)
+	}
+}
+
+// The in-memory provider of `make run` answers with URLs that fit the
+// contract: its requests complete, none is dead-lettered.
+func TestInMemoryProviderCompletes(t *testing.T) {
+	e := newEnv(t)
+	schema, err := schemas.ConfigSchema(inmemory.Type)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reg.Register(inmemory.Info(schema), inmemory.New)
+	id := newID()
+	e.put(integration(id, tenantA, inmemory.Type, "active"))
+	e.start(annotation.Config{})
+	e.request(tenantA, comment(id, 1, "demo", "hello"))
+	e.request(tenantA, status(id, "c"))
+	e.request(tenantA, checkRun(id, 2))
+	eventually(t, 20*time.Second, "completed", func() bool { c, _ := e.results(); return len(c) == 3 })
+	c, f := e.results()
+	for _, x := range c {
+		if !strings.HasPrefix(x.URL, "https://") {
+			t.Errorf("completed %+v", x)
+		}
+	}
+	if len(f) != 0 || len(e.dlq()) != 0 {
+		t.Errorf("failed %+v, %d dead letters", f, len(e.dlq()))
 	}
 }

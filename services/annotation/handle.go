@@ -104,10 +104,27 @@ func (s *Service) handle(ctx context.Context, ev events.Event) error {
 	s.m.total.WithLabelValues(provider, req.Operation, "completed").Inc()
 	log.Info("annotation posted", "url", posted.URL, "writes", posted.Writes, "reads", posted.Reads,
 		"unchanged", posted.Unchanged, "notes", posted.Notes, "attempt", attempt)
-	return s.publish(ctx, ev.TenantID, events.AnnotationCompleted{
+	done := events.AnnotationCompleted{
 		RequestID: ev.ID, IntegrationID: in.ID, Operation: req.Operation, Provider: provider,
 		URL: posted.URL, ExternalID: posted.ExternalID, Attempts: attempt,
-	})
+	}
+	if _, err := events.New(events.SubjectAnnotationCompleted, Source, ev.TenantID, done); err != nil {
+		// What the provider gave back does not fit the contract (a URL
+		// that is not http(s)): report without it rather than fail a
+		// request whose effect is already there.
+		log.Warn("provider's answer does not fit scm.annotation.completed; reported without url and externalId",
+			"error", err.Error(), "url", posted.URL)
+		done.URL, done.ExternalID = "", ""
+	}
+	if err := s.publish(ctx, ev.TenantID, done); err != nil && fault.ClassOf(err) == fault.ClassPermanent {
+		// Posted, but the result event cannot be built: never dead-letter
+		// (and so re-post) a request for that.
+		log.Error("annotation posted but its completed event cannot be published", "error", err.Error())
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 var shaRE = regexp.MustCompile(`^[0-9a-f]{40}$`)

@@ -52,6 +52,7 @@ type recorder struct {
 	effects map[string]int // request id → times posted
 	fail    func(req connectors.AnnotationRequest, n int) error
 	writes  func(req connectors.AnnotationRequest) int
+	url     func(id string) string
 }
 
 type call struct {
@@ -118,7 +119,11 @@ func (c *recConn) Annotate(ctx context.Context, req connectors.AnnotationRequest
 		return connectors.Posted{}, err
 	}
 	r.effects[req.ID]++
-	return connectors.Posted{URL: "https://recorder.example/" + req.ID, ExternalID: req.ID, Writes: 1}, nil
+	url := "https://recorder.example/" + req.ID
+	if r.url != nil {
+		url = r.url(req.ID)
+	}
+	return connectors.Posted{URL: url, ExternalID: req.ID, Writes: 1}, nil
 }
 
 type env struct {

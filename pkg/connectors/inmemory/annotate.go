@@ -38,11 +38,11 @@ func (c *Connector) Annotate(ctx context.Context, req connectors.AnnotationReque
 		if req.Comment != nil && req.Comment.UpdateExisting {
 			id = c.stickyID(fmt.Sprintf("%s#%d/%s", repo, req.PullRequest, req.Comment.Key), req.ID)
 		}
-		url = fmt.Sprintf("inmemory://%s/pull/%d#comment-%s", repo, req.PullRequest, id)
+		url = fmt.Sprintf("https://inmemory.invalid/%s/pull/%d#comment-%s", repo, req.PullRequest, id)
 	case "check_run":
-		url = fmt.Sprintf("inmemory://%s/commit/%s/checks/%s", repo, req.CommitSHA, id)
+		url = fmt.Sprintf("https://inmemory.invalid/%s/commit/%s/checks/%s", repo, req.CommitSHA, id)
 	default:
-		url = fmt.Sprintf("inmemory://%s/commit/%s/statuses", repo, req.CommitSHA)
+		url = fmt.Sprintf("https://inmemory.invalid/%s/commit/%s/statuses", repo, req.CommitSHA)
 	}
 	return connectors.Posted{URL: url, ExternalID: id, Writes: 1}, nil
 }

@@ -162,15 +162,18 @@ func apiCall(ctx context.Context, client *http.Client, method, u, token string, 
 // printDemo tells a newcomer where to watch health change.
 func printDemo(w io.Writer, base, natsURL string, demo []seeded, interval time.Duration) {
 	fmt.Fprintf(w, "\nDemo tenant  %d in-memory integrations, health checked every %s:\n", len(demo), interval)
-	var flaky string
+	var flaky, healthy string
 	for _, d := range demo {
 		note := ""
 		if d.Created {
 			note = " (created)"
 		}
 		fmt.Fprintf(w, "  %-20s %s  %s%s\n", d.Name, d.ID, d.About, note)
-		if d.Name == "demo-flaky" {
+		switch d.Name {
+		case "demo-flaky":
 			flaky = d.ID
+		case "demo-always-healthy":
+			healthy = d.ID
 		}
 	}
 	if flaky != "" {
@@ -179,5 +182,14 @@ func printDemo(w io.Writer, base, natsURL string, demo []seeded, interval time.D
   curl -s -H "Authorization: Bearer $INTHUB_TOKEN" '%s/api/v1/integrations/%s'
   nats --server %s sub integration.health_changed
 `, base, flaky, base, flaky, natsURL)
+	}
+	if healthy != "" {
+		fmt.Fprintf(w, `Post an annotation as Scanner does (the in-memory provider answers) and see its result:
+  ./bin/inthubctl annotate --nats-url %[1]s --tenant %[2]s --integration %[3]s --repo acme/api --pr 1 --comment 'hello from inthub' --key demo
+A request for an integration that does not exist goes to the dead-letter queue; list and replay it:
+  ./bin/inthubctl annotate --nats-url %[1]s --tenant %[2]s --integration 00000000-0000-4000-8000-000000000000 --repo acme/api --pr 1 --comment 'lost'
+  ./bin/inthubctl dlq list --nats-url %[1]s
+  ./bin/inthubctl dlq replay --nats-url %[1]s --subject scm.annotation.requested --operator "$USER"
+`, natsURL, devTenant, healthy)
 	}
 }
