@@ -95,6 +95,9 @@ func (b *Builder) traced(c *http.Client, it events.Integration, provider string)
 	c.Transport = otelhttp.NewTransport(c.Transport,
 		otelhttp.WithTracerProvider(b.tracer),
 		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()),
+		// "GET gitlab": the path would name repositories and ids, one span
+		// name per call instead of per kind of call.
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + provider }),
 		otelhttp.WithSpanOptions(trace.WithAttributes(
 			attribute.String("inthub.provider", provider),
 			attribute.String("inthub.tenant_id", it.TenantID),

@@ -114,6 +114,9 @@ func TestProviderCallsAreClientSpans(t *testing.T) {
 				t.Fatalf("client span's parent %s in trace %s, want the check's span %s in %s",
 					s.Parent().SpanID(), s.SpanContext().TraceID(), parent.SpanContext().SpanID(), parent.SpanContext().TraceID())
 			}
+			if s.Name() != "GET fake" {
+				t.Errorf("client span named %q, want %q", s.Name(), "GET fake")
+			}
 			attrs := map[attribute.Key]string{}
 			for _, kv := range s.Attributes() {
 				attrs[kv.Key] = kv.Value.Emit()
