@@ -20,6 +20,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
 	"inthub.dev/events"
@@ -64,6 +68,9 @@ type Config struct {
 	// empty allows any absolute path the process can read.
 	SecretFileRoot string
 	Logger         *slog.Logger
+	// TracerProvider traces the API's requests, the outbox's publishes, the
+	// health consumer and test connections (default: no tracing).
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running catalog.
@@ -100,6 +107,9 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -190,7 +200,8 @@ func (s *Service) Run(ctx context.Context) error {
 
 	// The forwarder publishes without a spool: the outbox table already is
 	// the durable place for an event the bus cannot take yet.
-	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Logger: s.log, SkipValidation: true})
+	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Logger: s.log, SkipValidation: true,
+		TracerProvider: s.cfg.TracerProvider})
 	if err != nil {
 		return err
 	}
@@ -247,7 +258,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("catalog: api: %w", err)
 	}
-	consumer, err := health.NewConsumer(s.js, st, s.log, nil)
+	consumer, err := health.NewConsumer(s.js, st, s.log, func(c *bus.WorkerConfig) {
+		c.TracerProvider = s.cfg.TracerProvider
+	})
 	if err != nil {
 		return fmt.Errorf("catalog: health consumer: %w", err)
 	}
@@ -257,7 +270,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("catalog: listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.addr = ln.Addr()
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: s.traced(handler), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -301,7 +314,8 @@ func (s *Service) newConnectors(st *store.Store, reg prometheus.Registerer) (*co
 	if err := resolver.Validate(); err != nil {
 		return nil, fmt.Errorf("catalog: secrets: %w", err)
 	}
-	builder, err := connect.New(connectors.Default(), resolver, s.cfg.Egress, connect.WithLogger(s.log))
+	builder, err := connect.New(connectors.Default(), resolver, s.cfg.Egress, connect.WithLogger(s.log),
+		connect.WithTracerProvider(s.cfg.TracerProvider))
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
@@ -309,6 +323,24 @@ func (s *Service) newConnectors(st *store.Store, reg prometheus.Registerer) (*co
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
 	return builder, nil
+}
+
+// traced makes each API request a server span, continuing the caller's
+// trace when it sends a traceparent (Scanner, Scheduler). The probes and
+// /metrics are left out: polled every few seconds, they would bury the
+// traces worth reading. The api package names the span by its route.
+func (s *Service) traced(h http.Handler) http.Handler {
+	return otelhttp.NewHandler(h, "catalog",
+		otelhttp.WithTracerProvider(s.cfg.TracerProvider),
+		otelhttp.WithPropagators(propagation.TraceContext{}),
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			switch r.URL.Path {
+			case "/healthz", "/readyz", "/metrics":
+				return false
+			}
+			return true
+		}),
+	)
 }
 
 func ignoreCanceled(err error) error {

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // metrics are the API's collectors. Names follow the seed
@@ -73,6 +76,14 @@ func captureRoute(mux http.Handler) http.Handler {
 		mux.ServeHTTP(w, r)
 		if route, ok := r.Context().Value(routeKey{}).(*string); ok {
 			*route = r.Pattern
+		}
+		// The server span (if the catalog traces) is named by the route,
+		// not the path: one name per operation, whatever the ids.
+		if span := trace.SpanFromContext(r.Context()); r.Pattern != "" && span.IsRecording() {
+			span.SetName(r.Pattern)
+			if _, path, ok := strings.Cut(r.Pattern, " "); ok {
+				span.SetAttributes(attribute.String("http.route", path))
+			}
 		}
 	})
 }
