@@ -707,7 +707,10 @@ func (s *Server) answerFault(w http.ResponseWriter, r *http.Request, f Fault) {
 		case <-r.Context().Done():
 		case <-s.done:
 		}
-		return
+		// Returning would send an empty 200, which a client still
+		// listening (its deadline a hair later than the server noticed)
+		// takes for an answer: abort the response instead.
+		panic(http.ErrAbortHandler)
 	case f.Reset:
 		drop(w)
 		return
