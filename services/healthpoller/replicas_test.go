@@ -210,10 +210,14 @@ func TestTwoPollersShareTheWork(t *testing.T) {
 		t.Errorf("checks by a %d, by b %d: both should work", sa.Checks, sb.Checks)
 	}
 
-	// A clean stop hands b's partitions back at once.
+	// A clean stop hands b's partitions back at once; a takes them at its
+	// next round (250 ms) and each integration is due within an interval.
+	// Two intervals is the bound; the extra interval is for a CI
+	// machine running other suites beside this one, where b's shutdown
+	// (its checks in flight) alone took over 2 s once.
 	stopped := time.Now()
 	b.stop(t)
-	coversAll(t, col, n, stopped, 2*interval, interval, "a after b stopped")
+	coversAll(t, col, n, stopped, 3*interval, interval, "a after b stopped")
 
 	// A replica that dies hands nothing back: its leases expire a TTL
 	// later. c replaces b, then loses its connection for good.
