@@ -4,14 +4,12 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"inthub.dev/pkg/natstest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).syncBlocks"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.ipQueue[...].pop"),
-		goleak.IgnoreTopFunction("time.Sleep"),
+	goleak.VerifyTestMain(m, natstest.LeakOptions(
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+	)...)
 }
