@@ -78,6 +78,9 @@ type fleet struct {
 	dl   *deadletter.Store
 	gh   *githubtest.Server
 	gl   *gitlabtest.Server
+	// ghProxy stands between the processes and the fake GitHub, to crash
+	// a worker at the worst moment.
+	ghProxy *crashProxy
 
 	catalog, poller, annotation *process
 	env                         []string // of every process
@@ -124,7 +127,8 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 		RateLimit: 1_000_000})
 	f.gh.SetLatency(o.GitHubLatency)
 	_, port, _ := net.SplitHostPort(f.gh.Addr())
-	f.ghEndpoint = "https://localhost:" + port + "/api/v3"
+	f.ghProxy = newCrashProxy(t, f.gh)
+	f.ghEndpoint = "https://localhost:" + f.ghProxy.port() + "/api/v3"
 	caFile := filepath.Join(f.dir, "github-ca.pem")
 	writeFile(t, caFile, peerCertPEM(t, f.gh.Addr()))
 	keyFile := filepath.Join(f.dir, "github-app.pem")
@@ -144,7 +148,7 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 	f.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.dir, "TZ=UTC",
 		"SSL_CERT_FILE=" + caFile, glTokenEnv + "=" + glToken,
 		// The fakes listen on ports of their own; --dev allows loopback.
-		"INTHUB_EGRESS_ALLOW_PORTS=" + port + "," + glPort}
+		"INTHUB_EGRESS_ALLOW_PORTS=" + f.ghProxy.port() + "," + port + "," + glPort}
 
 	secretFile := filepath.Join(f.dir, "jwt-secret")
 	writeFile(t, secretFile, jwtSecret)
@@ -172,12 +176,12 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 
 	// The catalog first: it provisions the streams and the bucket the
 	// workers read.
-	f.catalog.start()
-	f.catalog.ready(60 * time.Second)
-	f.poller.start()
-	f.annotation.start()
-	f.poller.ready(60 * time.Second)
-	f.annotation.ready(60 * time.Second)
+	f.catalog.start(t)
+	f.catalog.ready(t, 60*time.Second)
+	f.poller.start(t)
+	f.annotation.start(t)
+	f.poller.ready(t, 60*time.Second)
+	f.annotation.ready(t, 60*time.Second)
 
 	f.token, err = auth.DevToken(jwtSecret, issuer, "inthub", "e2e-admin", tenant,
 		[]string{"integrations:read", "integrations:write"}, 2*time.Hour)
@@ -185,6 +189,14 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// with is the fleet seen from a subtest: its helpers fail t, not the
+// test that started the fleet.
+func (f *fleet) with(t testing.TB) *fleet {
+	g := *f
+	g.t = t
+	return &g
 }
 
 func writeFile(tb testing.TB, path string, b []byte) {

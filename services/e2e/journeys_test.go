@@ -18,11 +18,12 @@ import (
 // TestJourneys walks the three journeys of the people who use inthub
 // through one fleet of processes.
 func TestJourneys(t *testing.T) {
+	t.Parallel()
 	f := startFleet(t, fleetOptions{})
 	sig := f.subscribe("e2e-signals")
-	t.Run("Scanner", func(t *testing.T) { scannerJourney(t, f) })
-	t.Run("SchedulerSignals", func(t *testing.T) { lifecycleJourney(t, f, sig) })
-	t.Run("Ops", func(t *testing.T) { opsJourney(t, f) })
+	t.Run("Scanner", func(t *testing.T) { scannerJourney(t, f.with(t)) })
+	t.Run("SchedulerSignals", func(t *testing.T) { lifecycleJourney(t, f.with(t), sig) })
+	t.Run("Ops", func(t *testing.T) { opsJourney(t, f.with(t)) })
 }
 
 // waitResults waits until every id has a scm.annotation.completed or

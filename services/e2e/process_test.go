@@ -42,8 +42,13 @@ type process struct {
 
 func newProcess(tb testing.TB, name string, args, env []string, health string) *process {
 	tb.Helper()
+	logDir := tb.TempDir()
+	if d := os.Getenv("E2E_LOG_DIR"); d != "" {
+		// Kept after the run, for reading what the processes did.
+		logDir = d
+	}
 	p := &process{tb: tb, name: name, path: filepath.Join(binDir, name), args: args, env: env,
-		logPath: filepath.Join(tb.TempDir(), name+".log"), health: health}
+		logPath: filepath.Join(logDir, name+".log"), health: health}
 	tb.Cleanup(func() {
 		if err := p.stop(); err != nil {
 			tb.Errorf("%s: %v", p.name, err)
@@ -56,16 +61,16 @@ func newProcess(tb testing.TB, name string, args, env []string, health string) *
 }
 
 // start runs the binary; it does not wait for readiness (ready does).
-func (p *process) start() {
-	p.tb.Helper()
+func (p *process) start(tb testing.TB) {
+	tb.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil && !isClosed(p.done) {
-		p.tb.Fatalf("%s is already running", p.name)
+		tb.Fatalf("%s is already running", p.name)
 	}
 	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		p.tb.Fatalf("%s: log file: %v", p.name, err)
+		tb.Fatalf("%s: log file: %v", p.name, err)
 	}
 	p.starts++
 	fmt.Fprintf(logf, "---- start %d at %s\n", p.starts, time.Now().UTC().Format(time.RFC3339Nano))
@@ -77,7 +82,7 @@ func (p *process) start() {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		p.tb.Fatalf("%s: start: %v", p.name, err)
+		tb.Fatalf("%s: start: %v", p.name, err)
 	}
 	done := make(chan struct{})
 	p.cmd, p.done, p.killed, p.exitErr = cmd, done, false, nil
@@ -93,18 +98,28 @@ func (p *process) start() {
 
 // kill sends SIGKILL and waits until the process is gone: nothing it had
 // not made durable survives.
-func (p *process) kill() {
-	p.tb.Helper()
+func (p *process) kill(tb testing.TB) {
+	tb.Helper()
+	if err := p.sigkill(); err != nil {
+		tb.Fatalf("%s: kill: %v", p.name, err)
+	}
+}
+
+// sigkill is kill for goroutines other than the test's.
+func (p *process) sigkill() error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	if cmd == nil || isClosed(done) {
 		p.mu.Unlock()
-		p.tb.Fatalf("%s: kill: not running", p.name)
+		return errors.New("not running")
 	}
 	p.killed = true
 	p.mu.Unlock()
-	_ = cmd.Process.Signal(syscall.SIGKILL)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
 	<-done
+	return nil
 }
 
 // stop sends SIGTERM, as an orchestrator does, and waits up to 30s for a
@@ -153,15 +168,15 @@ func (p *process) running() bool {
 
 // ready waits until /readyz answers 200, failing the test if the process
 // exits first or d passes.
-func (p *process) ready(d time.Duration) {
-	p.tb.Helper()
+func (p *process) ready(tb testing.TB, d time.Duration) {
+	tb.Helper()
 	if p.health == "" {
 		return
 	}
 	client := &http.Client{Timeout: time.Second}
 	ok := eventually(d, func() bool {
 		if !p.running() {
-			p.tb.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.exit(), p.tail(30))
+			tb.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.exit(), p.tail(30))
 		}
 		resp, err := client.Get("http://" + p.health + "/readyz")
 		if err != nil {
@@ -171,16 +186,16 @@ func (p *process) ready(d time.Duration) {
 		return resp.StatusCode == http.StatusOK
 	})
 	if !ok {
-		p.tb.Fatalf("%s not ready within %v:\n%s", p.name, d, p.tail(30))
+		tb.Fatalf("%s not ready within %v:\n%s", p.name, d, p.tail(30))
 	}
 }
 
 // restart starts the process again after kill or stop and waits until it
 // is ready.
-func (p *process) restart(d time.Duration) {
-	p.tb.Helper()
-	p.start()
-	p.ready(d)
+func (p *process) restart(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	p.start(tb)
+	p.ready(tb, d)
 }
 
 // tail is the last n lines of the process's output.
