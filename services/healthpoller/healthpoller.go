@@ -33,6 +33,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
 	"inthub.dev/events"
@@ -93,6 +97,10 @@ type Config struct {
 	LeaseReplicas int
 	ReplicaID     string
 	Logger        *slog.Logger
+	// TracerProvider traces the checks, the provider calls they make and
+	// the publishing of their results (default: no tracing). The first
+	// check after a change of an integration continues the change's trace.
+	TracerProvider trace.TracerProvider
 }
 
 // Stats is a snapshot of the service's counters.
@@ -137,6 +145,9 @@ type Service struct {
 	setReady  bool            // the first snapshot has been reconciled
 
 	reported, publishErrs atomic.Uint64
+
+	tracer trace.Tracer
+	traces *traceBook
 }
 
 // New validates cfg and prepares the service; nothing runs until Run.
@@ -162,10 +173,14 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = authref.NewResolver(authref.WithLogger(cfg.Logger))
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
 	if err := cfg.Resolver.Validate(); err != nil {
 		return nil, fmt.Errorf("healthpoller: secrets: %w", err)
 	}
-	builder, err := connect.New(cfg.Registry, cfg.Resolver, cfg.Egress, connect.WithLogger(cfg.Logger))
+	builder, err := connect.New(cfg.Registry, cfg.Resolver, cfg.Egress, connect.WithLogger(cfg.Logger),
+		connect.WithTracerProvider(cfg.TracerProvider))
 	if err != nil {
 		return nil, fmt.Errorf("healthpoller: %w", err)
 	}
@@ -183,6 +198,8 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 		ready:     make(chan struct{}),
 		listening: make(chan struct{}),
 		scheduled: map[string]bool{},
+		tracer:    cfg.TracerProvider.Tracer("inthub.dev/services/healthpoller"),
+		traces:    newTraceBook(),
 	}
 	s.part, err = partition.New(js, partition.Config{
 		Partitions: cfg.Partitions, TTL: cfg.LeaseTTL, Renew: cfg.LeaseRenew,
@@ -263,7 +280,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// it against its schema a moment before; a second check would cost
 	// the poller a quarter of its CPU per check.
 	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Spool: sp, RetryEvery: s.cfg.PublishRetryEvery, Logger: s.log,
-		SkipValidation: true})
+		SkipValidation: true, TracerProvider: s.cfg.TracerProvider})
 	if err != nil {
 		return fmt.Errorf("healthpoller: %w", err)
 	}
@@ -359,8 +376,10 @@ func (s *Service) feed(ctx context.Context, sched *schedule.Scheduler, sub *inte
 			s.own.Lock()
 			switch c.Kind {
 			case integrationset.Upsert:
+				s.traces.changed(c.Integration.ID, c.TraceParent)
 				s.apply(sched, c.Integration)
 			case integrationset.Delete:
+				s.traces.forget(c.Integration.ID)
 				if s.scheduled[c.Integration.ID] {
 					sched.Remove(c.Integration.ID)
 					delete(s.scheduled, c.Integration.ID)
@@ -455,8 +474,19 @@ func (s *Service) target(in events.Integration) schedule.Target {
 // checker checks a target through its connector.
 type checker struct{ s *Service }
 
-func (c checker) Check(ctx context.Context, t schedule.Target) schedule.Result {
+func (c checker) Check(ctx context.Context, t schedule.Target) (res schedule.Result) {
 	start := time.Now()
+	ctx, span := c.s.startCheck(ctx, t)
+	defer func() {
+		c.s.traces.checked(t.ID, res.CheckedAt, span.SpanContext())
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("inthub.health.status", res.Status))
+			if res.Status != schedule.StatusHealthy && res.Status != schedule.StatusDegraded {
+				span.SetStatus(codes.Error, res.Message)
+			}
+		}
+		span.End()
+	}()
 	in, ok := c.s.set.Get(t.TenantID, t.ID)
 	if !ok {
 		// Deleted meanwhile: the scheduler drops this result.
@@ -495,6 +525,9 @@ func (k sink) Report(ctx context.Context, t schedule.Target, r schedule.Result) 
 	// shutdown: on the bus or in the spool, never half-way.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	if sc, ok := k.s.traces.report(t.ID, r.CheckedAt); ok {
+		pctx = trace.ContextWithSpanContext(pctx, sc)
+	}
 	if err := k.pub.Publish(pctx, ev); err != nil {
 		k.s.publishErrs.Add(1)
 		return err
