@@ -39,6 +39,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
 	"inthub.dev/events"
@@ -109,6 +111,10 @@ type Config struct {
 	Logger            *slog.Logger
 	// Now is the clock of the write budgets (time.Now).
 	Now func() time.Time
+	// TracerProvider traces each request from its delivery to the
+	// provider's HTTP calls and the result's publish, in the requester's
+	// trace (default: no tracing).
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) defaults() error {
@@ -163,6 +169,9 @@ func (c *Config) defaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	}
 	return c.Resolver.Validate()
 }
 
@@ -209,7 +218,8 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, fmt.Errorf("annotation: secrets: %w", err)
 	}
-	builder, err := connect.New(cfg.Registry, cfg.Resolver, cfg.Egress, connect.WithLogger(cfg.Logger))
+	builder, err := connect.New(cfg.Registry, cfg.Resolver, cfg.Egress, connect.WithLogger(cfg.Logger),
+		connect.WithTracerProvider(cfg.TracerProvider))
 	if err != nil {
 		return nil, fmt.Errorf("annotation: %w", err)
 	}
@@ -272,7 +282,8 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("annotation: open the result spool in %s: %w", s.cfg.DataDir, err)
 	}
 	defer sp.Close()
-	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Spool: sp, RetryEvery: s.cfg.PublishRetryEvery, Logger: s.log})
+	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Spool: sp, RetryEvery: s.cfg.PublishRetryEvery, Logger: s.log,
+		TracerProvider: s.cfg.TracerProvider})
 	if err != nil {
 		return fmt.Errorf("annotation: %w", err)
 	}
@@ -284,9 +295,10 @@ func (s *Service) Run(ctx context.Context) error {
 		HandlerTimeout: s.cfg.HandlerTimeout,
 		Breaker: bus.BreakerPolicy{Failures: s.cfg.BreakerFailures, OpenFor: s.cfg.BreakerOpenFor,
 			OfflineAfter: s.cfg.OfflineAfter},
-		Redelivery: bus.ExponentialRedelivery(time.Second, time.Minute),
-		OnFailure:  s.onFailure,
-		Logger:     s.log,
+		Redelivery:     bus.ExponentialRedelivery(time.Second, time.Minute),
+		OnFailure:      s.onFailure,
+		Logger:         s.log,
+		TracerProvider: s.cfg.TracerProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("annotation: %w", err)
@@ -295,6 +307,7 @@ func (s *Service) Run(ctx context.Context) error {
 	health, err := bus.NewWorker(s.js, bus.WorkerConfig{
 		Service: "annotation", Stream: bus.StreamIntegrations, Durable: s.cfg.Durable + "-health",
 		Concurrency: 2, HandlerTimeout: 5 * time.Minute, AckWait: time.Minute, Logger: s.log,
+		TracerProvider: s.cfg.TracerProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("annotation: %w", err)
