@@ -13,7 +13,7 @@
 //
 //	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "catalog"})
 //	if err != nil { return err }
-//	defer tel.Shutdown(context.WithoutCancel(ctx)) // flushes what is buffered
+//	defer tel.Close(log) // flushes what is buffered, at most CloseTimeout
 //	cfg.TracerProvider = tel.TracerProvider()
 //
 // The SDK reads the rest of the standard environment itself: the
@@ -27,9 +27,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -64,13 +67,21 @@ type Config struct {
 	// says, synchronously as each span ends; the caller owns it (Shutdown
 	// does not shut it down). For tests: tracetest.NewInMemoryExporter().
 	Exporter sdktrace.SpanExporter
+	// Logger is told when spans cannot be exported (the collector down),
+	// at most once per ExportErrorEvery (default: discard).
+	Logger *slog.Logger
 }
+
+// ExportErrorEvery is the least time between two logs of failed exports;
+// the count of failures in between is in the next one.
+const ExportErrorEvery = 30 * time.Second
 
 // Telemetry is the tracing of one process. Its methods are safe for
 // concurrent use.
 type Telemetry struct {
 	res      *resource.Resource // from the environment, without service.name defaults
 	exporter sdktrace.SpanExporter
+	shared   *shared // what the providers export through
 	owned    bool // Shutdown shuts the exporter down
 	sync     bool // a span is exported as it ends (Config.Exporter)
 	desc     string
@@ -106,6 +117,11 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		t.main = noop.NewTracerProvider()
 		return t, nil
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t.shared = &shared{SpanExporter: t.exporter, log: log}
 	// Resource errors are partial: a malformed OTEL_RESOURCE_ATTRIBUTES
 	// still yields the attributes that parsed. Refusing to start over it
 	// would be worse than a trace missing an attribute, but a typo should
@@ -185,7 +201,7 @@ func (t *Telemetry) provider(name string, explicit bool) *sdktrace.TracerProvide
 		// Only conflicting schema URLs fail a merge, and svc has none.
 		res = svc
 	}
-	exp := keepOpen{t.exporter}
+	exp := t.shared
 	var proc sdktrace.SpanProcessor
 	if t.sync {
 		proc = sdktrace.NewSimpleSpanProcessor(exp)
@@ -247,9 +263,18 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	}
 	t.mu.Unlock()
 	var errs []error
+	var failedBefore uint64
+	if t.shared != nil {
+		failedBefore = t.shared.failed.Load()
+	}
 	for _, tp := range providers {
 		if err := tp.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if t.shared != nil {
+		if n := t.shared.failed.Load() - failedBefore; n > 0 {
+			errs = append(errs, fmt.Errorf("%d exports failed while flushing: %w", n, t.shared.lastErr()))
 		}
 	}
 	if err := t.shutdownExporter(ctx); err != nil {
@@ -259,6 +284,20 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("telemetry: shutdown: %w", err)
 	}
 	return nil
+}
+
+// CloseTimeout bounds Close's flush.
+const CloseTimeout = 5 * time.Second
+
+// Close is Shutdown for a binary's deferred call at exit: the flush is
+// bounded by CloseTimeout, and a failure (the collector unreachable) is
+// logged, since the process is ending anyway.
+func (t *Telemetry) Close(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil && log != nil {
+		log.Warn("spans not flushed at exit", "error", err.Error())
+	}
 }
 
 func (t *Telemetry) shutdownExporter(ctx context.Context) error {
@@ -274,9 +313,46 @@ func Propagator() propagation.TextMapPropagator {
 	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 }
 
-// keepOpen shares one exporter between several providers: a provider's
-// span processor shuts its exporter down with it, and the first provider
-// to stop must not stop the exporting of the others.
-type keepOpen struct{ sdktrace.SpanExporter }
+// shared is the exporter as the providers see it. Several providers share
+// it, and a provider's span processor shuts its exporter down with it: the
+// first provider to stop must not stop the exporting of the others, so
+// Shutdown here does nothing (Telemetry.Shutdown stops the exporter).
+//
+// It also reports failed exports to the service's log, rate-limited, and
+// hides them from the SDK, which would otherwise print each one through
+// the otel package's global error handler, outside the JSON log.
+type shared struct {
+	sdktrace.SpanExporter
+	log *slog.Logger
 
-func (keepOpen) Shutdown(context.Context) error { return nil }
+	failed atomic.Uint64
+	mu     sync.Mutex
+	last   error
+	logged time.Time
+	quiet  uint64 // failures since the last log
+}
+
+func (s *shared) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := s.SpanExporter.ExportSpans(ctx, spans)
+	if err == nil {
+		return nil
+	}
+	s.failed.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last = err
+	s.quiet++
+	if now := time.Now(); now.Sub(s.logged) >= ExportErrorEvery {
+		s.log.Warn("spans not exported", "spans", len(spans), "failuresSinceLastLog", s.quiet, "error", err.Error())
+		s.logged, s.quiet = now, 0
+	}
+	return nil
+}
+
+func (s *shared) lastErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+func (*shared) Shutdown(context.Context) error { return nil }

@@ -3,6 +3,7 @@ package telemetry_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -336,6 +337,72 @@ func TestServiceNames(t *testing.T) {
 	if _, s := tel.Service("late").Tracer("test").Start(context.Background(), "c"); s.IsRecording() {
 		t.Fatal("Service records after Shutdown")
 	}
+}
+
+// Close flushes what is buffered, and does not hold the exit for long
+// when the collector is gone: it logs instead.
+func TestCloseFlushesOrLogs(t *testing.T) {
+	cleanEnv(t)
+	c, endpoint := httpCollector(t)
+	t.Setenv(telemetry.EnvEndpoint, endpoint)
+	tel, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "annotation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s := tel.TracerProvider().Tracer("test").Start(context.Background(), "x")
+	s.End()
+	var logs strings.Builder
+	tel.Close(slog.New(slog.NewTextHandler(&logs, nil)))
+	if got := c.spans()["annotation"]; len(got) != 1 || logs.Len() != 0 {
+		t.Fatalf("collector got %q, logs %q; want the span and no complaint", got, logs.String())
+	}
+
+	// A collector that takes no connections: Close returns within its
+	// bound and says so.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	t.Setenv(telemetry.EnvEndpoint, "http://"+addr)
+	var exportLogs syncBuilder
+	tel, err = telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "annotation",
+		Logger: slog.New(slog.NewTextHandler(&exportLogs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s = tel.TracerProvider().Tracer("test").Start(context.Background(), "lost")
+	s.End()
+	logs.Reset()
+	start := time.Now()
+	tel.Close(slog.New(slog.NewTextHandler(&logs, nil)))
+	if d := time.Since(start); d > telemetry.CloseTimeout+2*time.Second {
+		t.Fatalf("Close took %s, want at most about %s", d, telemetry.CloseTimeout)
+	}
+	if !strings.Contains(logs.String(), "spans not flushed") {
+		t.Fatalf("logs %q, want the failed flush reported", logs.String())
+	}
+	if !strings.Contains(exportLogs.String(), "spans not exported") {
+		t.Fatalf("the service's log %q, want the failed export reported", exportLogs.String())
+	}
+}
+
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // The propagator carries the W3C traceparent header.
