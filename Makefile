@@ -18,7 +18,7 @@ BENCH_FLAGS ?= -run '^$$' -bench . -benchmem
 # Extra arguments for `make run`, e.g. make run ARGS='--sync-always'.
 ARGS ?=
 
-.PHONY: all build run test bench lint fmt-check vet staticcheck tidy clean
+.PHONY: all build run test bench bench-e2e lint fmt-check vet staticcheck tidy clean
 
 all: build
 
@@ -34,6 +34,16 @@ test:
 
 bench:
 	$(GO) test $(BENCH_FLAGS) $(PKGS)
+
+# The fleet end to end (services/e2e, BenchmarkFleet): the services as
+# processes on PostgreSQL, an embedded NATS and a fake GitHub; N annotation
+# requests (a burst, then paced) and M integration changes; prints
+# throughput and p50/p99 latency. Not part of make test or make bench.
+# E.g. make bench-e2e BENCH_E2E_ARGS='-e2e.requests 5000 -e2e.github-latency 50ms'
+BENCH_E2E_ARGS ?= -e2e.requests 2000 -e2e.changes 300 -e2e.rate 100
+bench-e2e:
+	INTHUB_BENCH_E2E=1 $(GO) test -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -count 1 -v \
+		inthub.dev/services/e2e -args $(BENCH_E2E_ARGS) | grep -v '^        {'
 
 lint: fmt-check vet staticcheck
 

@@ -53,7 +53,9 @@ func (ff *faultFleet) phase(t *testing.T, name string, settleFor time.Duration, 
 
 	start := time.Now()
 	al := &annotationLoad{f: f, phase: name, github: ff.gh.ID, offline: offline.ID}
-	cl := &changeLoad{f: f, phase: name}
+	// At most ten lifecycles a second per worker: load, not a flood that
+	// would starve the other processes on a small CI machine.
+	cl := &changeLoad{f: f, phase: name, pace: 100 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(f.ctx, loadFor)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -44,11 +44,12 @@ type sentRequest struct {
 	op     string
 	expect string // endPosted, endDLQ (GitHub refuses it) or endSpool (its integration is offline)
 	pr     int    // comment
+	sha    string // status, check run
 	// context is a status's context, unique per request; externalID a
 	// check run's, with notes annotations.
 	context, externalID string
 	notes               int
-	at                  time.Time // accepted by JetStream
+	at                  time.Time // sent (first publish attempt)
 }
 
 // annotationLoad publishes a mix of requests at a steady rate, as Scanner
@@ -61,7 +62,8 @@ type sentRequest struct {
 //	               (n%30 == 11, 21: as n%10 == 2)
 //	n%10 in 2..4   a comment on one of pull requests 1-100
 //	n%10 in 5..7   a commit status with a context of its own
-//	n%10 in 8, 9   a check run with 3 annotations (60, two calls, when n%20 == 8)
+//	n%10 in 8, 9   a check run with 3 annotations (60, two calls, for every
+//	               other 8)
 type annotationLoad struct {
 	f        *fleet
 	phase    string
@@ -90,14 +92,17 @@ func (l *annotationLoad) next() (events.AnnotationRequested, sentRequest) {
 		kind = 2 + n%8
 	}
 	req := events.AnnotationRequested{IntegrationID: l.github, Repository: repo}
-	s := sentRequest{expect: endPosted}
+	// Statuses and check runs go to 50 commits, as a scanner's work
+	// spreads over many: one commit with thousands of runs would time
+	// the fake's listing of them.
+	s := sentRequest{expect: endPosted, sha: githubtest.SHA(ghRepo, fmt.Sprintf("commit-%d", n%50))}
 	switch {
 	case kind == 0:
 		req.Operation, req.PullRequest = events.OpComment, 999
 		req.Comment = &events.Comment{Body: fmt.Sprintf("load %s %d: no such pull request", l.phase, n)}
 		s.expect, s.pr = endDLQ, 999
 	case kind == 1:
-		req.IntegrationID, req.Operation, req.CommitSHA = l.offline, events.OpStatus, ghSHA
+		req.IntegrationID, req.Operation, req.CommitSHA = l.offline, events.OpStatus, s.sha
 		s.context = fmt.Sprintf("load/%s/%d", l.phase, n)
 		req.Status = &events.CommitStatus{State: "pending", Context: s.context}
 		s.expect = endSpool
@@ -107,14 +112,14 @@ func (l *annotationLoad) next() (events.AnnotationRequested, sentRequest) {
 		req.Comment = &events.Comment{Body: fmt.Sprintf("load %s %d", l.phase, n)}
 	case kind <= 7:
 		s.context = fmt.Sprintf("load/%s/%d", l.phase, n)
-		req.Operation, req.CommitSHA = events.OpStatus, ghSHA
+		req.Operation, req.CommitSHA = events.OpStatus, s.sha
 		req.Status = &events.CommitStatus{State: "success", Context: s.context, Description: "load"}
 	default:
 		s.externalID, s.notes = fmt.Sprintf("load-%s-%d", l.phase, n), 3
-		if n%20 == 8 {
+		if kind == 8 && (n/10)%2 == 0 {
 			s.notes = 60
 		}
-		req.Operation, req.CommitSHA = events.OpCheckRun, ghSHA
+		req.Operation, req.CommitSHA = events.OpCheckRun, s.sha
 		req.CheckRun = &events.CheckRun{Name: "load/" + l.phase, Status: "completed", Conclusion: "success",
 			ExternalID: s.externalID, Summary: "load", Annotations: annotations(s.notes)}
 	}
@@ -139,19 +144,26 @@ func (l *annotationLoad) run(ctx context.Context, rate float64) error {
 		if err != nil {
 			return err
 		}
-		// Once started, a publish is seen through even past the load's
-		// end: a request Scanner began to send is one it will retry.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-		err = l.f.publish(pctx, ev)
-		cancel()
-		if err != nil {
+		if err := l.publish(ctx, ev, s); err != nil {
 			return err
 		}
-		s.id, s.at = ev.ID, time.Now()
-		l.mu.Lock()
-		l.sent = append(l.sent, s)
-		l.mu.Unlock()
 	}
+}
+
+// publish publishes one request and records it once accepted.
+func (l *annotationLoad) publish(ctx context.Context, ev events.Event, s sentRequest) error {
+	s.id, s.at = ev.ID, time.Now()
+	// Once started, a publish is seen through even past the load's end: a
+	// request Scanner began to send is one it will retry.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	if err := l.f.publish(pctx, ev); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.sent = append(l.sent, s)
+	l.mu.Unlock()
+	return nil
 }
 
 func (l *annotationLoad) requests() []sentRequest {
@@ -211,9 +223,15 @@ func (f *fleet) outcomes(ctx context.Context, reqs []sentRequest) (map[string]*o
 		}
 		markers[r.pr] = m
 	}
-	contexts := map[string][]githubtest.Status{}
-	for _, s := range f.gh.Statuses(ghRepo, ghSHA) {
-		contexts[s.Context] = append(contexts[s.Context], s)
+	contexts := map[string][]githubtest.Status{} // sha + " " + context → statuses
+	shas := map[string]bool{}
+	for _, r := range reqs {
+		if r.op == events.OpStatus && !shas[r.sha] {
+			shas[r.sha] = true
+			for _, s := range f.gh.Statuses(ghRepo, r.sha) {
+				contexts[r.sha+" "+s.Context] = append(contexts[r.sha+" "+s.Context], s)
+			}
+		}
 	}
 	runs, notes := map[string]int{}, map[string]int{}
 	for _, r := range f.gh.CheckRuns(ghRepo) {
@@ -243,7 +261,7 @@ func (f *fleet) outcomes(ctx context.Context, reqs []sentRequest) (map[string]*o
 		case events.OpComment:
 			o.posted = markers[r.pr]["request:"+r.id]
 		case events.OpStatus:
-			sts := contexts[r.context]
+			sts := contexts[r.sha+" "+r.context]
 			o.posted, o.sameStatus = len(sts), true
 			for _, s := range sts {
 				if s.State != sts[0].State || s.Description != sts[0].Description || s.TargetURL != sts[0].TargetURL {
@@ -352,10 +370,9 @@ func (f *fleet) settle(t testing.TB, reqs []sentRequest, d time.Duration) (map[s
 // lifecycle is one integration that a change worker created, renamed and
 // deleted, each change accepted by the API exactly once.
 type lifecycle struct {
-	id      string
-	started time.Time
-	// created, updated, deleted: when the API accepted each change (the
-	// benchmark's clock).
+	id string
+	// created, updated, deleted: when the request that the API accepted
+	// was sent (the benchmark's clock).
 	created, updated, deleted time.Time
 }
 
@@ -367,6 +384,10 @@ type lifecycle struct {
 type changeLoad struct {
 	f     *fleet
 	phase string
+	// pace is the least time between two lifecycles of one worker (0:
+	// none); limit, when positive, stops after that many lifecycles.
+	pace  time.Duration
+	limit int
 	mu    sync.Mutex
 	n     int
 	done  []lifecycle
@@ -377,21 +398,27 @@ func (l *changeLoad) run(ctx context.Context, workers int) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			// At most ten lifecycles a second per worker: load, not a
-			// flood that would starve the other processes on a small CI
-			// machine.
-			pace := time.NewTicker(100 * time.Millisecond)
-			defer pace.Stop()
+			var pace <-chan time.Time
+			if l.pace > 0 {
+				t := time.NewTicker(l.pace)
+				defer t.Stop()
+				pace = t.C
+			}
 			for ctx.Err() == nil {
-				select {
-				case <-ctx.Done():
-					return
-				case <-pace.C:
+				if pace != nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-pace:
+					}
 				}
 				l.mu.Lock()
 				n := l.n
 				l.n++
 				l.mu.Unlock()
+				if l.limit > 0 && n >= l.limit {
+					return
+				}
 				// The lifecycle begun is finished even past the load's end.
 				lc, err := l.one(context.WithoutCancel(ctx), n)
 				l.mu.Lock()
@@ -417,23 +444,25 @@ func (l *changeLoad) lifecycles() ([]lifecycle, []string) {
 }
 
 // retry sends one change until the API answers something other than a
-// transport error or a 5xx, for at most a minute.
-func (l *changeLoad) retry(ctx context.Context, method, path string, body any, header map[string]string) (apiResult, error) {
+// transport error or a 5xx, for at most a minute. sent is when the
+// answered attempt was sent.
+func (l *changeLoad) retry(ctx context.Context, method, path string, body any, header map[string]string) (r apiResult, sent time.Time, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for {
 		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := l.f.call(rctx, method, path, body, header)
+		sent = time.Now()
+		r, err = l.f.call(rctx, method, path, body, header)
 		rcancel()
 		if err == nil && r.status < 500 {
-			return r, nil
+			return r, sent, nil
 		}
 		select {
 		case <-ctx.Done():
 			if err == nil {
 				err = fmt.Errorf("%d: %s", r.status, r.body)
 			}
-			return r, fmt.Errorf("%s %s: not accepted within a minute: %w", method, path, err)
+			return r, sent, fmt.Errorf("%s %s: not accepted within a minute: %w", method, path, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -441,9 +470,9 @@ func (l *changeLoad) retry(ctx context.Context, method, path string, body any, h
 
 func (l *changeLoad) one(ctx context.Context, n int) (lifecycle, error) {
 	name := fmt.Sprintf("chg-%s-%d", l.phase, n)
-	lc := lifecycle{started: time.Now()}
+	var lc lifecycle
 	config := map[string]any{"healthy": true}
-	r, err := l.retry(ctx, "POST", "/api/v1/integrations", map[string]any{"type": "test.inmemory", "name": name, "config": config},
+	r, sent, err := l.retry(ctx, "POST", "/api/v1/integrations", map[string]any{"type": "test.inmemory", "name": name, "config": config},
 		map[string]string{"Idempotency-Key": name})
 	if err != nil {
 		return lc, err
@@ -451,14 +480,14 @@ func (l *changeLoad) one(ctx context.Context, n int) (lifecycle, error) {
 	if r.status != http.StatusCreated {
 		return lc, fmt.Errorf("create %s: %d %s", name, r.status, r.body)
 	}
-	lc.created = time.Now()
+	lc.created = sent
 	var it integration
 	if err := jsonUnmarshal(r.body, &it); err != nil {
 		return lc, err
 	}
 	lc.id = it.ID
 	path := "/api/v1/integrations/" + it.ID
-	r, err = l.retry(ctx, "PUT", path, map[string]any{"type": it.Type, "name": name + "-u", "config": config},
+	r, sent, err = l.retry(ctx, "PUT", path, map[string]any{"type": it.Type, "name": name + "-u", "config": config},
 		map[string]string{"If-Match": strconv.Quote("1")})
 	if err != nil {
 		return lc, err
@@ -468,7 +497,7 @@ func (l *changeLoad) one(ctx context.Context, n int) (lifecycle, error) {
 	case http.StatusPreconditionFailed:
 		// An earlier attempt went through but its answer was lost: the
 		// version and the name say whether the change is ours.
-		g, err := l.retry(ctx, "GET", path, nil, nil)
+		g, _, err := l.retry(ctx, "GET", path, nil, nil)
 		if err != nil {
 			return lc, err
 		}
@@ -479,8 +508,8 @@ func (l *changeLoad) one(ctx context.Context, n int) (lifecycle, error) {
 	default:
 		return lc, fmt.Errorf("update %s: %d %s", name, r.status, r.body)
 	}
-	lc.updated = time.Now()
-	r, err = l.retry(ctx, "DELETE", path, nil, nil)
+	lc.updated = sent
+	r, sent, err = l.retry(ctx, "DELETE", path, nil, nil)
 	if err != nil {
 		return lc, err
 	}
@@ -488,7 +517,7 @@ func (l *changeLoad) one(ctx context.Context, n int) (lifecycle, error) {
 	if r.status != http.StatusNoContent && r.status != http.StatusNotFound {
 		return lc, fmt.Errorf("delete %s: %d %s", name, r.status, r.body)
 	}
-	lc.deleted = time.Now()
+	lc.deleted = sent
 	return lc, nil
 }
 
