@@ -82,8 +82,8 @@ type Telemetry struct {
 	res      *resource.Resource // from the environment, without service.name defaults
 	exporter sdktrace.SpanExporter
 	shared   *shared // what the providers export through
-	owned    bool // Shutdown shuts the exporter down
-	sync     bool // a span is exported as it ends (Config.Exporter)
+	owned    bool    // Shutdown shuts the exporter down
+	sync     bool    // a span is exported as it ends (Config.Exporter)
 	desc     string
 
 	mu       sync.Mutex

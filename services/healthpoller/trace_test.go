@@ -70,7 +70,7 @@ func TestFirstCheckAfterAChangeContinuesItsTrace(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range first.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if attrs["inthub.integration_id"] != in.ID || attrs["inthub.health.status"] != "healthy" {
 		t.Errorf("check span attributes %v, want the integration id and status healthy", attrs)

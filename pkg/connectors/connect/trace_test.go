@@ -119,7 +119,7 @@ func TestProviderCallsAreClientSpans(t *testing.T) {
 			}
 			attrs := map[attribute.Key]string{}
 			for _, kv := range s.Attributes() {
-				attrs[kv.Key] = kv.Value.Emit()
+				attrs[kv.Key] = kv.Value.String()
 			}
 			for k, want := range map[attribute.Key]string{
 				"inthub.provider": "fake", "inthub.integration_id": it.ID, "inthub.tenant_id": it.TenantID,

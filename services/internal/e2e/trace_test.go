@@ -70,7 +70,7 @@ func (s *spans) all() []span {
 			}
 		}
 		for _, kv := range r.Attributes() {
-			sp.attrs[kv.Key] = kv.Value.Emit()
+			sp.attrs[kv.Key] = kv.Value.String()
 		}
 		out = append(out, sp)
 	}
