@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -55,7 +54,7 @@ func run(m *testing.M) int {
 func build(dir string) error {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("the go command builds the fleet: %w", err)
 	}
 	args := []string{"build", "-o", dir + string(filepath.Separator)}
 	for _, b := range binaries {

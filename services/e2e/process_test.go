@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -209,15 +208,6 @@ func (p *process) tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
-}
-
-// logCount counts the log lines (of every run) that contain s.
-func (p *process) logCount(s string) int {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return 0
-	}
-	return strings.Count(string(b), s)
 }
 
 func isClosed(c chan struct{}) bool {
