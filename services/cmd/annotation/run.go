@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 
+	"inthub.dev/pkg/telemetry"
 	"inthub.dev/services/annotation"
 	"inthub.dev/services/internal/cli"
 )
@@ -49,6 +50,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "annotation")
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "annotation", Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	defer tel.Close(cfg.Logger)
+	cfg.Logger.Info("tracing", "exporter", tel.String())
+	cfg.TracerProvider = tel.TracerProvider()
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowHTTP = dev
 	nc, err := cli.ConnectNATS(natsURL, "inthub-annotation")

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"inthub.dev/pkg/bus"
+	"inthub.dev/pkg/telemetry"
 	"inthub.dev/services/catalog"
 	"inthub.dev/services/catalog/auth"
 	"inthub.dev/services/internal/cli"
@@ -82,6 +83,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "catalog")
 	ac.Logger = log
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "catalog", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer tel.Close(log)
+	log.Info("tracing", "exporter", tel.String())
 	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-catalog")
 	if err != nil {
 		return err
@@ -93,6 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Listen: get("listen"), DatabaseURL: get("database-url"),
 		AppDatabaseURL: get("app-database-url"), ForwarderDatabaseURL: get("forwarder-database-url"),
 		SkipMigrations: skip, Streams: settings, Auth: ac, Logger: log,
+		TracerProvider: tel.TracerProvider(),
 	}
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowPorts = ports

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"inthub.dev/pkg/telemetry"
 	"inthub.dev/services/healthpoller"
 	"inthub.dev/services/internal/cli"
 )
@@ -94,6 +95,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	get := v.String
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "health-poller")
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "health-poller", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer tel.Close(log)
+	log.Info("tracing", "exporter", tel.String())
 	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-health-poller")
 	if err != nil {
 		return err
@@ -103,6 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Listen: get("listen"), DataDir: get("data-dir"), DefaultInterval: interval,
 		MaxConcurrent: maxConc, MaxPerProvider: maxProv, Logger: log,
 		Partitions: parts, LeaseTTL: ttl, LeaseRenew: renew, LeaseReplicas: leaseReplicas, ReplicaID: get("replica-id"),
+		TracerProvider: tel.TracerProvider(),
 	}
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowPorts = ports
