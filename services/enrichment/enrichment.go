@@ -43,6 +43,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
 	"inthub.dev/events"
@@ -128,6 +132,9 @@ type Config struct {
 	// down (bus default 1s).
 	PublishRetryEvery time.Duration
 	Logger            *slog.Logger
+	// TracerProvider traces webhooks from their request through the
+	// mapper and the correlator (default: no tracing).
+	TracerProvider trace.TracerProvider
 }
 
 // Service is one enrichment service. Make it with New, run it with Run.
@@ -208,6 +215,9 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = authref.NewResolver(authref.WithLogger(cfg.Logger))
@@ -355,7 +365,8 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("enrichment: open the publish spool in %s: %w", s.cfg.DataDir, err)
 	}
 	defer sp.Close()
-	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Spool: sp, RetryEvery: s.cfg.PublishRetryEvery, Logger: s.log})
+	pub, err := bus.NewPublisher(s.nc, bus.PublisherConfig{Spool: sp, RetryEvery: s.cfg.PublishRetryEvery, Logger: s.log,
+		TracerProvider: s.cfg.TracerProvider})
 	if err != nil {
 		return fmt.Errorf("enrichment: %w", err)
 	}
@@ -412,7 +423,8 @@ func (s *Service) Run(ctx context.Context) error {
 			addr string
 			h    http.Handler
 			to   *atomic.Pointer[net.TCPAddr]
-		}{s.cfg.WebhookListen, s.ingress, &s.webhok})
+		}{s.cfg.WebhookListen, otelhttp.NewHandler(s.ingress, "enrichment-ingress",
+			otelhttp.WithTracerProvider(s.cfg.TracerProvider), otelhttp.WithPropagators(propagation.TraceContext{})), &s.webhok})
 	}
 	for _, sv := range servers {
 		if sv.addr == "-" {
@@ -540,7 +552,8 @@ func derivedID(kind, from string) string {
 
 func (s *Service) workerConfig(durable, stream string) bus.WorkerConfig {
 	return bus.WorkerConfig{Service: "enrichment", Stream: stream, Durable: durable,
-		MaxDeliver: s.cfg.MaxDeliver, Concurrency: s.cfg.Concurrency, HandlerTimeout: 30 * time.Second, Logger: s.log}
+		MaxDeliver: s.cfg.MaxDeliver, Concurrency: s.cfg.Concurrency, HandlerTimeout: 30 * time.Second, Logger: s.log,
+		TracerProvider: s.cfg.TracerProvider}
 }
 
 // ingestSubjects are the subjects the mapper has rules for.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"inthub.dev/pkg/bus"
+	"inthub.dev/pkg/telemetry"
 	"inthub.dev/services/enrichment"
 	"inthub.dev/services/enrichment/correlate"
 	"inthub.dev/services/internal/cli"
@@ -126,6 +127,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "enrichment")
 	cfg.Logger = log
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "enrichment", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer tel.Close(log)
+	log.Info("tracing", "exporter", tel.String())
+	cfg.TracerProvider = tel.TracerProvider()
 	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-enrichment")
 	if err != nil {
 		return err
