@@ -222,8 +222,11 @@ func (t *Telemetry) TracerProvider() trace.TracerProvider {
 // (`inthub dev` runs the whole fleet in one): the same exporter, with
 // service.name set to name, so that each service still shows as itself in
 // a trace. Asking twice for one name returns the same provider. After
-// Shutdown it returns a no-op provider.
+// Shutdown, and on a nil Telemetry, it returns a no-op provider.
 func (t *Telemetry) Service(name string) trace.TracerProvider {
+	if t == nil {
+		return noop.NewTracerProvider()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.exporter == nil || t.shut {

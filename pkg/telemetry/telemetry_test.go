@@ -405,6 +405,14 @@ func (s *syncBuilder) String() string {
 	return s.b.String()
 }
 
+// A nil Telemetry (a test that set none up) hands out no-op providers.
+func TestNilTelemetryIsOff(t *testing.T) {
+	var tel *telemetry.Telemetry
+	if _, s := tel.Service("catalog").Tracer("test").Start(context.Background(), "x"); s.IsRecording() {
+		t.Fatal("a nil Telemetry records")
+	}
+}
+
 // The propagator carries the W3C traceparent header.
 func TestPropagatorIsW3C(t *testing.T) {
 	fields := telemetry.Propagator().Fields()

@@ -18,6 +18,7 @@ import (
 
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/natsembed"
+	"inthub.dev/pkg/telemetry"
 	"inthub.dev/services/internal/devfleet"
 )
 
@@ -128,6 +129,14 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		log.Info("database ready", "database", db)
 	}
 
+	// One exporter for the fleet; each service still traces as itself.
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "inthub-dev", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer tel.Close(log)
+	log.Info("tracing", "exporter", tel.String())
+
 	components, err := devfleet.Build(devfleet.Deps{
 		NATSURL:            natsURL,
 		NATS:               nc,
@@ -143,6 +152,7 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		HealthInterval:     cfg.healthInterval,
 		Demo:               cfg.demo,
 		Out:                stdout,
+		Tracing:            tel,
 	}, builders)
 	if err != nil {
 		return err

@@ -54,7 +54,8 @@ func buildCatalog(d devfleet.Deps) (devfleet.Component, error) {
 		Streams:     bus.DefaultStreamSettings(),
 		Auth: auth.Config{Issuer: devIssuer, Audience: devAudience, DevMode: true,
 			DevHS256Secret: secret, Logger: d.Log},
-		Logger: d.Log,
+		Logger:         d.Log,
+		TracerProvider: d.Tracing.Service("catalog"),
 	}, d.NATS)
 	if err != nil {
 		return nil, err
@@ -126,6 +127,7 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 		DataDir:         filepath.Join(d.DataDir, "health-poller"),
 		DefaultInterval: d.HealthInterval,
 		Logger:          d.Log,
+		TracerProvider:  d.Tracing.Service("health-poller"),
 	}
 	cfg.Egress.AllowLoopback = true
 	cfg.Egress.AllowHTTP = true
@@ -150,9 +152,10 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 // with loopback and http:// endpoints allowed as the catalog allows them.
 func buildAnnotation(d devfleet.Deps) (devfleet.Component, error) {
 	cfg := annotation.Config{
-		Listen:  d.AnnotationListen,
-		DataDir: filepath.Join(d.DataDir, "annotation"),
-		Logger:  d.Log,
+		Listen:         d.AnnotationListen,
+		DataDir:        filepath.Join(d.DataDir, "annotation"),
+		Logger:         d.Log,
+		TracerProvider: d.Tracing.Service("annotation"),
 	}
 	cfg.Egress.AllowLoopback = true
 	cfg.Egress.AllowHTTP = true
@@ -180,12 +183,13 @@ func buildEnrichment(d devfleet.Deps) (devfleet.Component, error) {
 		return nil, errors.New("the enrichment service needs PostgreSQL for its correlation index: start it or point --database-url at one")
 	}
 	cfg := enrichment.Config{
-		Listen:        d.EnrichmentListen,
-		WebhookListen: d.WebhookListen,
-		DataDir:       filepath.Join(d.DataDir, "enrichment"),
-		DatabaseURL:   d.DatabaseURL,
-		Streams:       bus.DefaultStreamSettings(),
-		Logger:        d.Log,
+		Listen:         d.EnrichmentListen,
+		WebhookListen:  d.WebhookListen,
+		DataDir:        filepath.Join(d.DataDir, "enrichment"),
+		DatabaseURL:    d.DatabaseURL,
+		Streams:        bus.DefaultStreamSettings(),
+		Logger:         d.Log,
+		TracerProvider: d.Tracing.Service("enrichment"),
 	}
 	cfg.Egress.AllowLoopback = true
 	cfg.Egress.AllowHTTP = true

@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"inthub.dev/pkg/telemetry"
 )
 
 // Deps is what the dev runner has set up before any component starts: the
@@ -52,6 +54,9 @@ type Deps struct {
 	// Out is where components print what a person should read (addresses,
 	// the dev token); logs go to Log.
 	Out io.Writer
+	// Tracing gives each component its TracerProvider
+	// (Tracing.Service(name)); nil traces nothing.
+	Tracing *telemetry.Telemetry
 }
 
 // Component is one long-running service of the fleet.
