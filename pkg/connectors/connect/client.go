@@ -92,7 +92,7 @@ func (b *Builder) traced(c *http.Client, it events.Integration, provider string)
 	if b.tracer == nil {
 		return c
 	}
-	c.Transport = otelhttp.NewTransport(c.Transport,
+	c.Transport = otelhttp.NewTransport(scrubURL{c.Transport},
 		otelhttp.WithTracerProvider(b.tracer),
 		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()),
 		// "GET gitlab": the path would name repositories and ids, one span
@@ -105,6 +105,22 @@ func (b *Builder) traced(c *http.Client, it events.Integration, provider string)
 		)),
 	)
 	return c
+}
+
+// scrubURL records the URL of a provider call without its query: a
+// registry's redirect to its storage carries a signature there (a
+// presigned URL), which a trace backend has no business keeping. It sits
+// inside otelhttp's transport, in the client span's context, and replaces
+// the url.full that otelhttp set.
+type scrubURL struct{ base http.RoundTripper }
+
+func (s scrubURL) RoundTrip(req *http.Request) (*http.Response, error) {
+	if span := trace.SpanFromContext(req.Context()); span.IsRecording() {
+		u := *req.URL
+		u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+		span.SetAttributes(attribute.String("url.full", u.String()))
+	}
+	return s.base.RoundTrip(req)
 }
 
 // checkRedirect follows at most maxRedirects redirects and never from https

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func TestProviderCallsAreClientSpans(t *testing.T) {
 			t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 			reg := connectors.NewRegistry()
 			reg.Register(connectors.Info{Type: typeFake, Provider: "fake"}, func(cfg connectors.Config) (connectors.Connector, error) {
-				return &httpConnector{client: cfg.HTTPClient, url: srv.URL + "/api/v4/user"}, nil
+				return &httpConnector{client: cfg.HTTPClient, url: srv.URL + "/api/v4/user?X-Amz-Signature=s3cr3t"}, nil
 			})
 			var opts []Option
 			if traced {
@@ -127,6 +128,14 @@ func TestProviderCallsAreClientSpans(t *testing.T) {
 			} {
 				if attrs[k] != want {
 					t.Errorf("attribute %s = %q, want %q (all: %v)", k, attrs[k], want, attrs)
+				}
+			}
+			if got, want := attrs["url.full"], srv.URL+"/api/v4/user"; got != want {
+				t.Errorf("url.full = %q, want %q (no query)", got, want)
+			}
+			for k, v := range attrs {
+				if strings.Contains(v, "s3cr3t") {
+					t.Errorf("attribute %s = %q holds the query's signature", k, v)
 				}
 			}
 			mu.Lock()
