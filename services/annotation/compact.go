@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"inthub.dev/events"
+	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/deadletter"
 )
 
@@ -30,6 +32,7 @@ func Compact(letters []deadletter.Letter) map[uint64]string {
 	type entry struct {
 		seq  uint64
 		time time.Time
+		orig uint64 // sequence of the request in its own stream (SCM): publish order
 		req  events.AnnotationRequested
 	}
 	var es []entry
@@ -42,12 +45,14 @@ func Compact(letters []deadletter.Letter) map[uint64]string {
 		if ev.Decode(&req) != nil {
 			continue
 		}
-		es = append(es, entry{l.Seq, ev.Time, req})
+		orig, _ := strconv.ParseUint(l.Header.Get(bus.HeaderStreamSequence), 10, 64)
+		es = append(es, entry{l.Seq, ev.Time, orig, req})
 	}
-	// Newer means published later by Scanner (the event's time), not
+	// Newer means published later by Scanner (the event's time, then the
+	// request's place in its stream for two in the same millisecond), not
 	// spooled later: concurrent deliveries reach the spool in any order.
 	slices.SortStableFunc(es, func(a, b entry) int {
-		return cmp.Or(a.time.Compare(b.time), cmp.Compare(a.seq, b.seq))
+		return cmp.Or(a.time.Compare(b.time), cmp.Compare(a.orig, b.orig), cmp.Compare(a.seq, b.seq))
 	})
 	drop := map[uint64]string{}
 	newest := map[string]uint64{}       // target → seq of its newest entry
