@@ -203,8 +203,19 @@ func (o outcome) answered() bool {
 
 var markerRE = regexp.MustCompile(`<!-- inthub:annotation key=(\S+) -->`)
 
-// outcomes counts where each request ended.
+// outcomes counts where each request ended. The answers are read first:
+// a request's effect on GitHub and its DLQ or SPOOL message precede its
+// scm.annotation.completed or failed, so what is read after an answer
+// shows at least what the answer announced.
 func (f *fleet) outcomes(ctx context.Context, reqs []sentRequest) (map[string]*outcome, error) {
+	completed, failed, err := f.results(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dlq, spool, err := f.parked(ctx)
+	if err != nil {
+		return nil, err
+	}
 	markers := map[int]map[string]int{} // pr → marker key → comments
 	for _, r := range reqs {
 		if r.op != events.OpComment || markers[r.pr] != nil {
@@ -237,14 +248,6 @@ func (f *fleet) outcomes(ctx context.Context, reqs []sentRequest) (map[string]*o
 	for _, r := range f.gh.CheckRuns(ghRepo) {
 		runs[r.ExternalID]++
 		notes[r.ExternalID] += len(r.Annotations)
-	}
-	dlq, spool, err := f.parked(ctx)
-	if err != nil {
-		return nil, err
-	}
-	completed, failed, err := f.results(ctx)
-	if err != nil {
-		return nil, err
 	}
 	out := make(map[string]*outcome, len(reqs))
 	for _, r := range reqs {

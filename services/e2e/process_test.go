@@ -77,8 +77,9 @@ func (p *process) start(tb testing.TB) {
 	cmd.Env = p.env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a signal to the test's group (Ctrl-C) does
-	// not reach it before the test's cleanup does.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// not reach it before the test's cleanup does. Killed with the test
+	// process should that die without cleaning up (a panic, a timeout).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		tb.Fatalf("%s: start: %v", p.name, err)
