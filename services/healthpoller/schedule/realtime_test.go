@@ -134,9 +134,10 @@ func TestHangingProvider(t *testing.T) {
 	})
 	// Run's goroutine + the slots; a finished check's goroutine may still be
 	// on its way out when its slot is taken again (under -race on a busy
-	// machine, many are), so allow as many again. A pile-up would approach
-	// one per target (200) and grow.
-	if limit := base + 1 + 2*maxConc; maxG > limit {
+	// machine, many are: 50 were seen once against 16 slots), so allow
+	// three times as many again. A pile-up would approach one per target
+	// (200) and grow.
+	if limit := base + 1 + 4*maxConc; maxG > limit {
 		t.Errorf("%d goroutines during the run, want at most %d (base %d)", maxG, limit, base)
 	}
 	if !sawAllOpen {
