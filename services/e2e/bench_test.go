@@ -80,7 +80,6 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func benchAnnotations(b *testing.B, f *fleet, name string, rate float64) {
 	b.StopTimer()
 	gh := f.githubIntegration(name+"-github", "")
-	f.waitKnown(gh)
 	f.warmUp(b, gh, endPosted)
 
 	// Results as Scanner would watch them: a plain subscription, stamped

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -266,7 +267,7 @@ func (s *signals) of(integrationID string) []received {
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b received) int { return int(a.seq) - int(b.seq) })
+	slices.SortFunc(out, func(a, b received) int { return cmp.Compare(a.seq, b.seq) })
 	return out
 }
 

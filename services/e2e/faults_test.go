@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"inthub.dev/events"
 	"inthub.dev/pkg/connectors/github/githubtest"
 )
 
@@ -33,7 +32,6 @@ func startFaultFleet(t *testing.T) *faultFleet {
 	t.Helper()
 	f := startFleet(t, fleetOptions{})
 	ff := &faultFleet{fleet: f, sig: f.subscribe("e2e-faults"), gh: f.githubIntegration("faults-github", "")}
-	f.waitKnown(ff.gh)
 	f.warmUp(t, ff.gh, endPosted)
 	return ff
 }
@@ -48,7 +46,6 @@ func (ff *faultFleet) phase(t *testing.T, name string, settleFor time.Duration, 
 	// An offline integration of the phase's own: its breaker counts only
 	// this phase's requests.
 	offline := f.githubIntegration("offline-"+name, "offline")
-	f.waitKnown(offline)
 	f.warmUp(t, offline, endSpool)
 
 	start := time.Now()
@@ -186,21 +183,4 @@ func TestFlakyGitHub(t *testing.T) {
 		t.Errorf("no write failed: the faults were not injected")
 	}
 	t.Logf("%d create calls failed during the load", failedCalls)
-}
-
-// warmUp sends one status through it and waits for its end (want):
-// then the worker has the integration (the bucket and the worker's copy
-// of it are eventually consistent) and, for GitHub, a token.
-func (f *fleet) warmUp(t testing.TB, it integration, want string) {
-	t.Helper()
-	id := f.send(t, events.AnnotationRequested{IntegrationID: it.ID, Operation: events.OpStatus,
-		Repository: events.Repository{Owner: "acme", Name: "api"}, CommitSHA: ghSHA,
-		Status: &events.CommitStatus{State: "success", Context: "warm-up/" + it.Name}})
-	completed, failed := f.waitResults(t, 30*time.Second, id)
-	switch {
-	case want == endPosted && len(completed[id]) == 1:
-	case want == endSpool && len(failed[id]) == 1 && failed[id][0].Spooled:
-	default:
-		t.Fatalf("warm-up of %s: completed %v, failed %v; want %s", it.Name, completed[id], failed[id], want)
-	}
 }

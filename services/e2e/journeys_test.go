@@ -90,8 +90,8 @@ func annotations(n int) []events.Annotation {
 func scannerJourney(t *testing.T, f *fleet) {
 	gh := f.githubIntegration("scanner-github", "")
 	gl := f.gitlabIntegration("scanner-gitlab")
-	f.waitKnown(gh)
-	f.waitKnown(gl)
+	f.warmUp(t, gh, endPosted)
+	f.warmUp(t, gl, endPosted)
 	repo := events.Repository{Owner: "acme", Name: "api"}
 
 	var ids []string
@@ -288,7 +288,7 @@ func lifecycleJourney(t *testing.T, f *fleet, sig *signals) {
 // posts it, the DLQ is empty and the audit record names the operator.
 func opsJourney(t *testing.T, f *fleet) {
 	gh := f.githubIntegration("ops-github", "")
-	f.waitKnown(gh)
+	f.warmUp(t, gh, endPosted)
 	f.gh.Fail(githubtest.RouteCreateCheckRun, githubtest.Invalid("head_sha is not a commit of this repository"))
 	id := f.send(t, events.AnnotationRequested{IntegrationID: gh.ID, Operation: events.OpCheckRun,
 		Repository: events.Repository{Owner: "acme", Name: "api"}, CommitSHA: ghSHA,
