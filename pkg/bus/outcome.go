@@ -108,7 +108,13 @@ func (o *outcome) Middleware(h message.HandlerFunc) message.HandlerFunc {
 				return nil, o.redeliver(d, fmt.Errorf("%w (and dead-lettering failed: %v)", err, werr))
 			}
 		default:
-			d.setNakDelay(max(o.redelivery(d.NumDelivered), fault.RetryAfterOf(err)))
+			if IsDeferral(err) {
+				// A reserved slot: come back when it is due, not on the
+				// failure backoff, which grows with every deferral.
+				d.setNakDelay(fault.RetryAfterOf(err))
+			} else {
+				d.setNakDelay(max(o.redelivery(d.NumDelivered), fault.RetryAfterOf(err)))
+			}
 		}
 		o.log.LogAttrs(msg.Context(), levelOf(f.Outcome), "message failed",
 			slog.String("subject", d.Subject), slog.Uint64("seq", d.StreamSeq),

@@ -37,6 +37,12 @@ func (s *Service) handle(ctx context.Context, ev events.Event) error {
 	// Get checks the tenant: another tenant's integration reads as unknown.
 	in, ok := s.set.Get(ev.TenantID, req.IntegrationID)
 	if !ok {
+		if age := time.Since(ev.Time); age >= 0 && age < unknownGrace {
+			// Scanner may ask right after the integration was created,
+			// before this worker's copy of the bucket has it: wait a
+			// little before calling it unknown.
+			return bus.Defer(time.Second, "integration "+req.IntegrationID+" not known yet")
+		}
 		return refuse(fault.Permanentf("integration %s is unknown to tenant %s: never created, deleted, or another tenant's", req.IntegrationID, ev.TenantID))
 	}
 	switch in.Status {
@@ -126,6 +132,11 @@ func (s *Service) handle(ctx context.Context, ev events.Event) error {
 	}
 	return nil
 }
+
+// unknownGrace is how long after its publication a request for an
+// integration this worker does not know is deferred rather than refused:
+// the bucket's changes reach the worker a moment after the catalog commits.
+const unknownGrace = 5 * time.Second
 
 var shaRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
