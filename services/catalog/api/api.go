@@ -69,6 +69,12 @@ type Deps struct {
 	Connectors Connectors
 	// Ready are the readiness checks of /readyz (PostgreSQL ping, NATS).
 	Ready []Readiness
+	// Doctor runs and stores doctor reports (doctor.go); nil answers
+	// POST /integrations/{id}/doctor with 501.
+	Doctor Doctor
+	// Plugins discovers and lists out-of-process connector plugins
+	// (plugins.go); nil answers the plugin routes with 501.
+	Plugins Plugins
 	// Metrics receives the API's collectors and is served at /metrics;
 	// nil uses a private registry.
 	Metrics *prometheus.Registry
@@ -88,6 +94,8 @@ type server struct {
 	checker *configcheck.Checker
 	// connectors may be nil (see Deps.Connectors).
 	connectors Connectors
+	doctor     Doctor
+	plugins    Plugins
 	ready      []Readiness
 	log        *slog.Logger
 	metrics    *metrics
@@ -142,6 +150,8 @@ func newServer(d Deps) (*server, error) {
 	}
 	s := &server{
 		store:      d.Store,
+		doctor:     d.Doctor,
+		plugins:    d.Plugins,
 		checker:    d.Checker,
 		connectors: d.Connectors,
 		ready:      d.Ready,
@@ -159,6 +169,8 @@ func newServer(d Deps) (*server, error) {
 	s.registerTypes()
 	s.registerProfiles()
 	s.registerProbes()
+	s.registerDoctor()
+	s.registerPlugins()
 
 	// Error details never carry the request's value (scrubProblem), so
 	// the document does not offer the field either.
