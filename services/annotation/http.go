@@ -1,12 +1,11 @@
 package annotation
 
 import (
-	"encoding/json"
 	"net/http"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"inthub.dev/services/internal/probe"
 )
 
 type metrics struct {
@@ -55,42 +54,9 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	return nil
 }
 
-type probe struct {
-	Status string            `json:"status"`
-	Checks map[string]string `json:"checks,omitempty"`
-}
-
 func (s *Service) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeProbe(w, http.StatusOK, probe{Status: "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		checks := map[string]string{"nats": "ok", "consumer": "ok"}
-		ok := true
-		if st := s.nc.Status(); st != nats.CONNECTED {
-			checks["nats"] = st.String()
-			ok = false
-		}
-		select {
-		case <-s.ready:
-		default:
-			checks["consumer"] = "integrations not loaded or consumer not running yet"
-			ok = false
-		}
-		code, status := http.StatusOK, "ok"
-		if !ok {
-			code, status = http.StatusServiceUnavailable, "unavailable"
-		}
-		writeProbe(w, code, probe{Status: status, Checks: checks})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	return mux
-}
-
-func writeProbe(w http.ResponseWriter, code int, p probe) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(p)
+	return probe.Mux(s.reg,
+		probe.NATS(s.nc),
+		probe.Closed("consumer", s.ready, "integrations not loaded or consumer not running yet"),
+	)
 }

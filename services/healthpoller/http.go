@@ -1,64 +1,30 @@
 package healthpoller
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"inthub.dev/services/healthpoller/schedule"
+	"inthub.dev/services/internal/probe"
 )
 
-// probe is the body of /healthz and /readyz.
-type probe struct {
-	Status string            `json:"status"`
-	Checks map[string]string `json:"checks,omitempty"`
-}
-
 func (s *Service) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeProbe(w, http.StatusOK, probe{Status: "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		checks := map[string]string{"nats": "ok", "integrations": "ok"}
-		ok := true
-		ls := s.part.Stats()
+	partitions := probe.Check{Name: "partitions", Func: func(*http.Request) (string, bool) {
 		select {
 		case <-s.part.Ready():
-			checks["partitions"] = fmt.Sprintf("%d of %d held, %d replicas", ls.Owned, ls.Partitions, ls.Members)
+			ls := s.part.Stats()
+			return fmt.Sprintf("%d of %d held, %d replicas", ls.Owned, ls.Partitions, ls.Members), true
 		default:
-			checks["partitions"] = "leases not taken yet"
-			ok = false
+			return "leases not taken yet", false
 		}
-		if st := s.nc.Status(); st != nats.CONNECTED {
-			checks["nats"] = st.String()
-			ok = false
-		}
-		select {
-		case <-s.ready:
-		default:
-			checks["integrations"] = "snapshot not loaded yet"
-			ok = false
-		}
-		if !ok {
-			writeProbe(w, http.StatusServiceUnavailable, probe{Status: "unavailable", Checks: checks})
-			return
-		}
-		writeProbe(w, http.StatusOK, probe{Status: "ok", Checks: checks})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	return mux
-}
-
-func writeProbe(w http.ResponseWriter, code int, p probe) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(p)
+	}}
+	return probe.Mux(s.reg,
+		probe.NATS(s.nc),
+		probe.Closed("integrations", s.ready, "snapshot not loaded yet"),
+		partitions,
+	)
 }
 
 // statsCollector exports the scheduler's and the spool's state at scrape
