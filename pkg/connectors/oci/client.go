@@ -11,6 +11,7 @@ import (
 
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"inthub.dev/pkg/fault"
 )
@@ -46,7 +47,21 @@ func (c *Connector) session() *session {
 // host only: a token realm elsewhere gets the user's password only if it
 // is this host.
 func (c *Connector) credential(ctx context.Context, hostport string) (auth.Credential, error) {
-	if c.conf.Username == "" || c.base == nil || !strings.EqualFold(hostport, c.base.Host) {
+	if c.base == nil || !strings.EqualFold(hostport, c.base.Host) {
+		return auth.EmptyCredential, nil
+	}
+	if c.creds != nil {
+		user, pass, err := c.creds(ctx)
+		if err != nil {
+			return auth.EmptyCredential, &credentialError{what: "cannot get the registry credentials", err: err}
+		}
+		if user == "" || pass == "" {
+			return auth.EmptyCredential, &credentialError{what: "cannot get the registry credentials",
+				err: fault.Permanent(errors.New("the provider returned an empty username or password"))}
+		}
+		return auth.Credential{Username: user, Password: pass}, nil
+	}
+	if c.conf.Username == "" {
 		return auth.EmptyCredential, nil
 	}
 	if c.cfg.Secrets == nil {
@@ -59,11 +74,25 @@ func (c *Connector) credential(ctx context.Context, hostport string) (auth.Crede
 	return auth.Credential{Username: c.conf.Username, Password: string(secret)}, nil
 }
 
-// credentialError marks a failure to resolve the password, so it keeps the
-// resolver's class instead of being taken for a network error.
-type credentialError struct{ err error }
+// credentialsRefused tells a provider that its credentials were refused.
+func (c *Connector) credentialsRefused() {
+	if c.creds != nil && c.refused != nil {
+		c.refused()
+	}
+}
+
+// credentialError marks a failure to get the credentials (the password
+// AuthRef, or a provider's Credentials), so it keeps its class instead of
+// being taken for a network error.
+type credentialError struct {
+	what string // "" is the password AuthRef
+	err  error
+}
 
 func (e *credentialError) Error() string {
+	if e.what != "" {
+		return e.what + ": " + e.err.Error()
+	}
 	return "cannot resolve the password AuthRef: " + e.err.Error()
 }
 func (e *credentialError) Unwrap() error { return e.err }
@@ -102,10 +131,17 @@ func (s *session) do(ctx context.Context, r request, read func(*http.Response, i
 	}
 	resp, err := s.ac.Do(req)
 	if err != nil {
+		var tokenResp *errcode.ErrorResponse
+		if errors.As(err, &tokenResp) && tokenResp.StatusCode == http.StatusUnauthorized {
+			s.c.credentialsRefused()
+		}
 		return ClassifyTransport(ctx, op, s.c.timeout, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if resp.StatusCode == http.StatusUnauthorized {
+			s.c.credentialsRefused()
+		}
 		return ClassifyStatus(op, resp)
 	}
 	if read == nil {

@@ -30,9 +30,9 @@ func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 	switch sc {
 	case conntest.Healthy, conntest.BadCredentials:
 		f := newTokenRegistry(t)
-		f.add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`))
-		conf = f.config(map[string]any{"timeoutSeconds": timeout})
-		sec = f.secrets()
+		f.Add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`))
+		conf = regConfig(f, map[string]any{"timeoutSeconds": timeout})
+		sec = regSecrets(f)
 		if sc == conntest.BadCredentials {
 			sec = secrets{"authref://vault/registry#password": "wrong"}
 		}

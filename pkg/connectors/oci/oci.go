@@ -16,6 +16,7 @@ package oci
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,6 +87,10 @@ type Connector struct {
 	// invalid, in which case every call returns invalid.
 	base    *url.URL
 	invalid error
+	// creds, when set, supplies the credentials instead of
+	// conf.Username and conf.Password.
+	creds   Credentials
+	refused func()
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
@@ -109,12 +114,39 @@ func New(cfg connectors.Config) (*Connector, error) {
 // NewWithConfig builds a connector from an already decoded config; the
 // registry.harbor connector composes one this way. cfg.Config is ignored.
 func NewWithConfig(cfg connectors.Config, conf Config) *Connector {
-	if conf.Password == "" && conf.Username != "" {
+	return NewWithOptions(cfg, conf, Options{})
+}
+
+// Credentials returns the username and password for the registry's own
+// host. A provider whose registry password is a short-lived token (ECR,
+// GCR, ACR) mints or returns a cached one here. It is called whenever the
+// auth flow needs credentials: once per token exchange, or per operation
+// for a registry that takes Basic credentials on every call. An error
+// keeps its class (transient, permanent, offline); an unclassified one is
+// taken as permanent. It must be safe for concurrent use.
+type Credentials func(ctx context.Context) (username, password string, err error)
+
+// Options are what a provider composing this connector may add.
+type Options struct {
+	// Credentials, when set, replaces username and password of the
+	// config (which must then be empty).
+	Credentials Credentials
+	// Refused, when set, is called when the registry or its token
+	// service answers 401 to credentials from Credentials, so that a
+	// cached token (revoked, or expired early) is dropped and the next
+	// call mints a new one.
+	Refused func()
+}
+
+// NewWithOptions builds a connector from a decoded config and options;
+// registry providers whose password is a token compose one this way.
+func NewWithOptions(cfg connectors.Config, conf Config, opts Options) *Connector {
+	if conf.Password == "" && conf.Username != "" && opts.Credentials == nil {
 		// The integration's own AuthRef holds the password when the
 		// config names a user but no password field.
 		conf.Password = cfg.AuthRef
 	}
-	c := &Connector{cfg: cfg, conf: conf, timeout: defaultTimeout, log: cfg.Logger, now: cfg.Now}
+	c := &Connector{cfg: cfg, conf: conf, creds: opts.Credentials, refused: opts.Refused, timeout: defaultTimeout, log: cfg.Logger, now: cfg.Now}
 	if conf.TimeoutSeconds > 0 {
 		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
 	}
@@ -177,6 +209,9 @@ func (c *Connector) check() (*url.URL, error) {
 	case "", "/v2":
 	default:
 		return nil, invalid("endpoint", "must be the registry root (the API is always under /v2/), not %q", u.Path)
+	}
+	if c.creds != nil && (conf.Username != "" || conf.Password != "") {
+		return nil, invalid("username", "must not be set: the provider supplies the registry credentials")
 	}
 	if (conf.Username == "") != (conf.Password == "") {
 		if conf.Username == "" {

@@ -2,22 +2,14 @@ package oci_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,193 +19,20 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 )
 
-// tokenRegistry is a fake of a registry behind a token service, enforcing
-// the distribution token flow: every /v2/ call needs a bearer token, the
-// token service needs basic credentials and hands out tokens for the scopes
-// asked, a repository call needs a token with pull on that repository (the
-// 401 challenge names the scope), and manifests are served only for an
-// Accept that lists their media type.
-type tokenRegistry struct {
-	srv        *httptest.Server
-	realmHost  string // host of the realm URL; the server's own by default
-	user, pass string
-	// omitDigest makes HEAD answer without Docker-Content-Digest.
-	omitDigest bool
-	// corrupt serves other bytes than those the digest names.
-	corrupt atomic.Bool
-
-	tokenCalls atomic.Int32
-	mu         sync.Mutex
-	tokens     map[string][]string // token → scopes
-	tags       map[string][]string
-	manifests  map[string]fakeManifest // "repo@ref"
-}
-
-type fakeManifest struct {
-	mediaType string
-	body      []byte
-}
-
-func newTokenRegistry(t testing.TB) *tokenRegistry {
-	f := &tokenRegistry{user: "robot", pass: "t0ken-pass", tokens: map[string][]string{},
-		tags: map[string][]string{}, manifests: map[string]fakeManifest{}}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
-	f.realmHost = f.srv.Listener.Addr().String()
-	return f
-}
-
-// add stores a manifest under its digest and a tag.
-func (f *tokenRegistry) add(repo, tag, mediaType string, body []byte) digest.Digest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	d := digest.FromBytes(body)
-	m := fakeManifest{mediaType: mediaType, body: body}
-	f.manifests[repo+"@"+tag] = m
-	f.manifests[repo+"@"+d.String()] = m
-	f.tags[repo] = append(f.tags[repo], tag)
-	sort.Strings(f.tags[repo])
-	return d
-}
-
-func (f *tokenRegistry) challenge(w http.ResponseWriter, scope string) {
-	v := fmt.Sprintf(`Bearer realm="http://%s/token",service="fake-registry"`, f.realmHost)
-	if scope != "" {
-		v += fmt.Sprintf(`,scope=%q`, scope)
-	}
-	w.Header().Set("WWW-Authenticate", v)
-	writeErr(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
-}
+// newTokenRegistry starts the shared fake registry (ocitest) in its
+// token-flow mode: robot / t0ken-pass at the token service.
+func newTokenRegistry(t testing.TB) *ocitest.Registry { return ocitest.New(t) }
 
 func writeErr(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"errors":[{"code":%q,"message":%q}]}`, code, msg)
+	ocitest.WriteError(w, status, code, msg)
 }
 
-func (f *tokenRegistry) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/token" {
-		f.tokenCalls.Add(1)
-		u, p, ok := r.BasicAuth()
-		if !ok || u != f.user || p != f.pass {
-			writeErr(w, http.StatusUnauthorized, "UNAUTHORIZED", "bad credentials")
-			return
-		}
-		if r.URL.Query().Get("service") != "fake-registry" {
-			writeErr(w, http.StatusBadRequest, "UNSUPPORTED", "unknown service")
-			return
-		}
-		b := make([]byte, 8)
-		_, _ = rand.Read(b)
-		tok := hex.EncodeToString(b)
-		f.mu.Lock()
-		f.tokens[tok] = r.URL.Query()["scope"]
-		f.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"token":%q,"expires_in":300}`, tok)
-		return
-	}
-	rest, ok := strings.CutPrefix(r.URL.Path, "/v2/")
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	var scopes []string
-	tok, hasTok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if hasTok {
-		f.mu.Lock()
-		scopes, hasTok = f.tokens[tok]
-		f.mu.Unlock()
-	}
-	if rest == "" {
-		if !hasTok {
-			f.challenge(w, "")
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	if rest == "_catalog" {
-		if !hasTok || !slices.Contains(scopes, "registry:catalog:*") {
-			f.challenge(w, "registry:catalog:*")
-			return
-		}
-		f.mu.Lock()
-		var repos []string
-		for r := range f.tags {
-			repos = append(repos, r)
-		}
-		f.mu.Unlock()
-		sort.Strings(repos)
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"repositories": repos})
-		return
-	}
-	var repo, kind, ref string
-	if i := strings.LastIndex(rest, "/tags/list"); i > 0 && i+len("/tags/list") == len(rest) {
-		repo, kind = rest[:i], "tags"
-	} else if i := strings.LastIndex(rest, "/manifests/"); i > 0 {
-		repo, kind, ref = rest[:i], "manifests", rest[i+len("/manifests/"):]
-	} else {
-		writeErr(w, http.StatusNotFound, "NAME_UNKNOWN", "unknown path")
-		return
-	}
-	scope := "repository:" + repo + ":pull"
-	if !hasTok || !slices.Contains(scopes, scope) {
-		f.challenge(w, scope)
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	tags, known := f.tags[repo]
-	if !known {
-		writeErr(w, http.StatusNotFound, "NAME_UNKNOWN", "repository name not known to registry")
-		return
-	}
-	switch kind {
-	case "tags":
-		q := r.URL.Query()
-		n, _ := strconv.Atoi(q.Get("n"))
-		last := q.Get("last")
-		var page []string
-		for _, t := range tags {
-			if t > last {
-				page = append(page, t)
-			}
-		}
-		if n > 0 && len(page) > n {
-			page = page[:n]
-			next := url.Values{"n": {strconv.Itoa(n)}, "last": {page[n-1]}}
-			w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, repo, next.Encode()))
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"name": repo, "tags": page})
-	case "manifests":
-		m, ok := f.manifests[repo+"@"+ref]
-		if !ok || !strings.Contains(r.Header.Get("Accept"), m.mediaType) {
-			writeErr(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "manifest unknown")
-			return
-		}
-		body := m.body
-		if f.corrupt.Load() {
-			body = append(slices.Clone(body), ' ')
-		}
-		w.Header().Set("Content-Type", m.mediaType)
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		if !f.omitDigest {
-			w.Header().Set("Docker-Content-Digest", digest.FromBytes(m.body).String())
-		}
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(body)
-		}
-	}
-}
-
-func (f *tokenRegistry) config(extra map[string]any) map[string]any {
-	conf := map[string]any{"endpoint": f.srv.URL, "insecure": true, "username": f.user,
+func regConfig(f *ocitest.Registry, extra map[string]any) map[string]any {
+	conf := map[string]any{"endpoint": f.URL, "insecure": true, "username": f.User,
 		"password": "authref://vault/registry#password", "probeRepository": "team/app", "timeoutSeconds": 5}
 	for k, v := range extra {
 		conf[k] = v
@@ -221,8 +40,8 @@ func (f *tokenRegistry) config(extra map[string]any) map[string]any {
 	return conf
 }
 
-func (f *tokenRegistry) secrets() secrets {
-	return secrets{"authref://vault/registry#password": f.pass}
+func regSecrets(f *ocitest.Registry) secrets {
+	return secrets{"authref://vault/registry#password": f.Password}
 }
 
 // TestTokenFlow: the connector follows WWW-Authenticate to the token
@@ -233,13 +52,13 @@ func TestTokenFlow(t *testing.T) {
 		t.Run(fmt.Sprintf("omitDigest=%v", omit), func(t *testing.T) {
 			ctx := context.Background()
 			f := newTokenRegistry(t)
-			f.omitDigest = omit
-			single := f.add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`))
-			list := f.add("team/app", "multi", oci.MediaTypeDockerManifestList, []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}`))
+			f.OmitDigest = omit
+			single := f.Add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`))
+			list := f.Add("team/app", "multi", oci.MediaTypeDockerManifestList, []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}`))
 			for i := range 5 {
-				f.add("team/app", fmt.Sprintf("t%d", i), oci.MediaTypeDockerManifest, []byte(fmt.Sprintf(`{"schemaVersion":2,"n":%d}`, i)))
+				f.Add("team/app", fmt.Sprintf("t%d", i), oci.MediaTypeDockerManifest, []byte(fmt.Sprintf(`{"schemaVersion":2,"n":%d}`, i)))
 			}
-			e := newConnector(t, f.config(nil), f.secrets(), nil)
+			e := newConnector(t, regConfig(f, nil), regSecrets(f), nil)
 
 			var pages int
 			tags := collect(t, func(o connectors.ListOptions) ([]string, string, error) {
@@ -273,7 +92,7 @@ func TestTokenFlow(t *testing.T) {
 			}
 
 			// Content that does not hash to its digest is caught.
-			f.corrupt.Store(true)
+			f.Corrupt.Store(true)
 			err = e.c.VerifyDigest(ctx, "team/app", single.String())
 			if fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "hashes to") {
 				t.Errorf("VerifyDigest of corrupt content: %v", err)
@@ -281,7 +100,7 @@ func TestTokenFlow(t *testing.T) {
 			if _, err := e.c.FetchManifest(ctx, "team/app", single.String()); fault.ClassOf(err) != fault.ClassPermanent {
 				t.Errorf("FetchManifest of corrupt content by digest: %v", err)
 			}
-			if strings.Contains(e.log.String(), f.pass) {
+			if strings.Contains(e.log.String(), f.Password) {
 				t.Error("the password appears in the log")
 			}
 		})
@@ -293,17 +112,17 @@ func TestTokenFlow(t *testing.T) {
 func TestTokenFlowFailures(t *testing.T) {
 	ctx := context.Background()
 	f := newTokenRegistry(t)
-	f.add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{}`))
+	f.Add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{}`))
 
 	t.Run("wrong password", func(t *testing.T) {
-		e := newConnector(t, f.config(nil), secrets{"authref://vault/registry#password": "nope"}, nil)
+		e := newConnector(t, regConfig(f, nil), secrets{"authref://vault/registry#password": "nope"}, nil)
 		res := e.c.TestConnection(ctx)
 		if res.Class != fault.ClassPermanent || !strings.Contains(res.Message, "401") || !slices.Equal(checkNames(res), []string{"-ping"}) {
 			t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
 		}
 	})
 	t.Run("secret not resolvable", func(t *testing.T) {
-		e := newConnector(t, f.config(nil), secrets{}, nil)
+		e := newConnector(t, regConfig(f, nil), secrets{}, nil)
 		_, err := e.c.ResolveTag(ctx, "team/app", "v1")
 		if fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "AuthRef") {
 			t.Errorf("ResolveTag = %v", err)
@@ -313,15 +132,15 @@ func TestTokenFlowFailures(t *testing.T) {
 		// The registry is reached as localhost, the realm names 127.0.0.1:
 		// oras-go refuses a loopback realm that is not the registry's host.
 		other := newTokenRegistry(t)
-		other.add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{}`))
-		other.realmHost = f.srv.Listener.Addr().String()
-		_, port, _ := net.SplitHostPort(other.srv.Listener.Addr().String())
-		e := newConnector(t, other.config(map[string]any{"endpoint": "http://localhost:" + port}), other.secrets(), nil)
+		other.Add("team/app", "v1", oci.MediaTypeOCIManifest, []byte(`{}`))
+		other.RealmHost = f.Host
+		_, port, _ := net.SplitHostPort(other.Host)
+		e := newConnector(t, regConfig(other, map[string]any{"endpoint": "http://localhost:" + port}), regSecrets(other), nil)
 		res := e.c.TestConnection(ctx)
 		if res.Class != fault.ClassPermanent || !strings.Contains(res.Message, "realm") {
 			t.Errorf("TestConnection = %s %s: %s", res.Status, res.Class, res.Message)
 		}
-		if f.tokenCalls.Load() != 0 && other.tokenCalls.Load() != 0 {
+		if f.TokenCalls.Load() != 0 && other.TokenCalls.Load() != 0 {
 			t.Error("a token was requested from a refused realm")
 		}
 	})
