@@ -1,5 +1,6 @@
 // Package e2e runs the fleet the way it is deployed: the catalog, the
-// health-poller and the annotation worker as separate processes, built from
+// health-poller, the annotation worker and (for the data journey) the
+// enrichment service as separate processes, built from
 // services/cmd once per test run, against a fresh PostgreSQL database and an
 // embedded NATS server that the tests stop and restart, with fake GitHub and
 // GitLab servers as the providers. Its tests walk the journeys of the teams

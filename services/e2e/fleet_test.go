@@ -64,6 +64,10 @@ type fleetOptions struct {
 	Concurrency int
 	// GitHubLatency delays every answer of the fake GitHub.
 	GitHubLatency time.Duration
+	// Enrichment adds the enrichment service (webhook ingress, mapper,
+	// correlator) to the fleet; off by default, since only the data
+	// journey needs it.
+	Enrichment bool
 }
 
 // fleet is the deployment under test: catalog, health-poller and
@@ -86,8 +90,12 @@ type fleet struct {
 	ghProxy *crashProxy
 
 	catalog, poller, annotation *process
-	env                         []string // of every process
-	api                         string   // the catalog's base URL
+	// enrichment is nil unless fleetOptions.Enrichment.
+	enrichment *process
+	env        []string // of every process
+	api        string   // the catalog's base URL
+	// webhooks is the enrichment service's webhook base URL.
+	webhooks string
 	token                       string
 	http                        *http.Client
 
@@ -150,7 +158,7 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 
 	_, glPort, _ := net.SplitHostPort(f.gl.Addr())
 	f.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.dir, "TZ=UTC",
-		"SSL_CERT_FILE=" + caFile, glTokenEnv + "=" + glToken,
+		"SSL_CERT_FILE=" + caFile, glTokenEnv + "=" + glToken, webhookSecretEnv + "=" + webhookSecret,
 		// The fakes listen on ports of their own; --dev allows loopback.
 		"INTHUB_EGRESS_ALLOW_PORTS=" + f.ghProxy.port() + "," + port + "," + glPort}
 
@@ -177,6 +185,14 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 		"--host-writes-per-second", "1000", "--dev=true",
 	}, f.env, annAddr)
 	f.api = "http://" + catAddr
+	if o.Enrichment {
+		enrAddr, hookAddr := freeAddr(t), freeAddr(t)
+		f.enrichment = newProcess(t, "enrichment", []string{
+			"--nats-url", natsURL, "--listen", enrAddr, "--webhook-listen", hookAddr,
+			"--data-dir", filepath.Join(f.dir, "enrichment"), "--database-url", f.db.OwnerURL, "--dev=true",
+		}, f.env, enrAddr)
+		f.webhooks = "http://" + hookAddr
+	}
 
 	// The catalog first: it provisions the streams and the bucket the
 	// workers read.
@@ -186,6 +202,10 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 	f.annotation.start(t)
 	f.poller.ready(t, 60*time.Second)
 	f.annotation.ready(t, 60*time.Second)
+	if f.enrichment != nil {
+		f.enrichment.start(t)
+		f.enrichment.ready(t, 60*time.Second)
+	}
 
 	f.token, err = auth.DevToken(jwtSecret, issuer, "inthub", "e2e-admin", tenant,
 		[]string{"integrations:read", "integrations:write"}, 2*time.Hour)

@@ -17,7 +17,7 @@ import (
 var binDir string
 
 // binaries are the commands the tests run as processes.
-var binaries = []string{"catalog", "health-poller", "annotation", "inthubctl"}
+var binaries = []string{"catalog", "health-poller", "annotation", "enrichment", "inthubctl"}
 
 func TestMain(m *testing.M) {
 	flag.Parse()
