@@ -96,8 +96,8 @@ type fleet struct {
 	api        string   // the catalog's base URL
 	// webhooks is the enrichment service's webhook base URL.
 	webhooks string
-	token                       string
-	http                        *http.Client
+	token    string
+	http     *http.Client
 
 	ghEndpoint string // https://localhost:<port>/api/v3
 	ghKeyRef   string // authref://file/... of the app's key
