@@ -378,7 +378,17 @@ func (w *writer) status(ctx context.Context) error {
 	defer unlock()
 
 	w.p.URL = w.c.webRoot() + w.repo + "/commit/" + sha
-	ref, _ := w.c.ann.statuses.Get(key)
+	ref, ok := w.c.ann.statuses.Get(key)
+	if !ok && w.req.Attempt > 1 {
+		// A redelivery may follow a worker that created the status and
+		// died before its ack: GitHub keeps every status, so posting the
+		// same one again would list it twice and spend the context's
+		// 1,000. The newest status of the context tells.
+		if ref, err = w.findStatus(ctx, sha, name); err != nil {
+			return err
+		}
+		w.c.ann.statuses.Set(key, ref)
+	}
 	if ref.count > 0 && ref.last == post {
 		w.p.Unchanged = true
 		return nil
@@ -409,6 +419,35 @@ func (w *writer) status(ctx context.Context) error {
 	w.c.ann.statuses.Set(key, statusRef{count: ref.count + 1, last: post})
 	w.p.ExternalID = strconv.FormatInt(out.GetID(), 10)
 	return nil
+}
+
+// findStatus reads the newest page of the commit's statuses (100, newest
+// first) and returns the newest of context name with the number of that
+// context seen there: a lower bound past the first page, which is as far
+// as a redelivery is worth reading.
+func (w *writer) findStatus(ctx context.Context, sha, name string) (statusRef, error) {
+	var list []*gh.RepoStatus
+	o := op{name: fmt.Sprintf("look up status %q on commit %s of %s", name, short(sha), w.repo), target: "commit " + short(sha)}
+	err := w.call(ctx, o, false, func(ctx context.Context) (*gh.Response, error) {
+		var resp *gh.Response
+		var err error
+		list, resp, err = w.c.inst.Repositories.ListStatuses(ctx, w.owner, w.name, sha, &gh.ListOptions{PerPage: maxPerPage})
+		return resp, err
+	})
+	if err != nil {
+		return statusRef{}, err
+	}
+	var ref statusRef
+	for _, st := range list {
+		if st.GetContext() != name {
+			continue
+		}
+		if ref.count == 0 {
+			ref.last = statusPost{state: st.GetState(), description: st.GetDescription(), targetURL: st.GetTargetURL()}
+		}
+		ref.count++
+	}
+	return ref, nil
 }
 
 // short is a commit id as people read it in a message.

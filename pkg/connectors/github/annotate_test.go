@@ -290,6 +290,41 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+// A worker killed after GitHub stored a status and before its ack gets
+// the request again (Attempt 2) on a connector that never saw it: it reads
+// the commit's statuses and posts nothing when the newest of the context
+// is the same, and posts when it differs or was never posted.
+func TestStatusRedelivered(t *testing.T) {
+	srv := githubtest.New(t, githubtest.Options{Prefix: "/api/v3"})
+	first, _ := newConn(t, srv, nil)
+	annotate(t, first, statusReq("r1", "failure", "scan", "3 findings"))
+	annotate(t, first, statusReq("r0", "success", "licenses", "ok"))
+
+	redelivered := func(r connectors.AnnotationRequest) connectors.AnnotationRequest { r.Attempt = 2; return r }
+	for _, tc := range []struct {
+		name          string
+		req           connectors.AnnotationRequest
+		writes, reads int
+		unchanged     bool
+	}{
+		{"same status", redelivered(statusReq("r1", "failure", "scan", "3 findings")), 0, 1, true},
+		{"changed description", redelivered(statusReq("r2", "failure", "scan", "4 findings")), 1, 1, false},
+		{"never posted", redelivered(statusReq("r3", "pending", "deps", "")), 1, 1, false},
+		{"first attempt does not look", statusReq("r4", "failure", "scan", "3 findings"), 1, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			restarted, _ := newConn(t, srv, nil)
+			p := annotate(t, restarted, tc.req)
+			if p.Writes != tc.writes || p.Reads != tc.reads || p.Unchanged != tc.unchanged {
+				t.Errorf("%+v, want writes %d, reads %d, unchanged %v", p, tc.writes, tc.reads, tc.unchanged)
+			}
+		})
+	}
+	if n := len(srv.Statuses("acme/api", commit)); n != 5 {
+		t.Errorf("%d statuses on the commit, want 5: %+v", n, srv.Statuses("acme/api", commit))
+	}
+}
+
 // GitHub keeps 1,000 statuses per sha and context: the 1,001st is refused
 // before it is sent, with a message that says why; a connector that did
 // not count them gets GitHub's 422, also permanent.

@@ -135,6 +135,7 @@ func (s *Server) annotationRoutes(mux *http.ServeMux) {
 		{RouteCreateComment, "POST /repos/{owner}/{repo}/issues/{number}/comments", s.createComment},
 		{RouteEditComment, "PATCH /repos/{owner}/{repo}/issues/comments/{id}", s.editComment},
 		{RouteCreateStatus, "POST /repos/{owner}/{repo}/statuses/{sha}", s.createStatus},
+		{RouteListStatuses, "GET /repos/{owner}/{repo}/commits/{ref}/statuses", s.listStatuses},
 		{RouteCreateCheckRun, "POST /repos/{owner}/{repo}/check-runs", s.createCheckRun},
 		{RouteUpdateCheckRun, "PATCH /repos/{owner}/{repo}/check-runs/{id}", s.updateCheckRun},
 		{RouteListCheckRuns, "GET /repos/{owner}/{repo}/commits/{ref}/check-runs", s.listCheckRuns},
@@ -441,6 +442,41 @@ func (s *Server) createStatus(w http.ResponseWriter, r *http.Request) {
 		"url":     fmt.Sprintf("%srepos/%s/statuses/%s", s.APIRoot(), rp.FullName, sha),
 		"creator": map[string]any{"login": AppSlug + "[bot]", "type": "Bot"},
 	})
+}
+
+// listStatuses lists the statuses of a commit (a SHA or a branch), newest
+// first, paged like GitHub (per_page at most 100).
+func (s *Server) listStatuses(w http.ResponseWriter, r *http.Request) {
+	rp, ok := s.repo(w, r)
+	if !ok {
+		return
+	}
+	ref := r.PathValue("ref")
+	sha := ref
+	if slices.Contains(rp.Branches, ref) {
+		sha = SHA(rp.FullName, ref)
+	} else if !hexSHA.MatchString(ref) {
+		invalid(w, custom("Status", "ref", "No commit found for SHA: %s", ref))
+		return
+	}
+	s.mu.Lock()
+	var match []*Status
+	list := s.ann.statuses[strings.ToLower(rp.FullName)]
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].SHA == sha {
+			match = append(match, list[i])
+		}
+	}
+	from, to := paginate(w, r, len(match))
+	out := make([]map[string]any, 0, to-from)
+	for _, st := range match[from:to] {
+		out = append(out, map[string]any{
+			"id": st.ID, "state": st.State, "description": st.Description, "target_url": st.TargetURL, "context": st.Context,
+			"creator": map[string]any{"login": AppSlug + "[bot]", "type": "Bot"},
+		})
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
 }
 
 // checkRunInput is the body of a check-run create or update.

@@ -128,6 +128,7 @@ const (
 	RouteCreateComment   Route = "POST repos/{owner}/{repo}/issues/{number}/comments"
 	RouteEditComment     Route = "PATCH repos/{owner}/{repo}/issues/comments/{id}"
 	RouteCreateStatus    Route = "POST repos/{owner}/{repo}/statuses/{sha}"
+	RouteListStatuses    Route = "GET repos/{owner}/{repo}/commits/{ref}/statuses"
 	RouteCreateCheckRun  Route = "POST repos/{owner}/{repo}/check-runs"
 	RouteUpdateCheckRun  Route = "PATCH repos/{owner}/{repo}/check-runs/{id}"
 	RouteListCheckRuns   Route = "GET repos/{owner}/{repo}/commits/{ref}/check-runs"
