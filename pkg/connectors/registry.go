@@ -55,6 +55,16 @@ func (r *Registry) Register(info Info, f Factory) {
 	r.types[info.Type] = entry{info: info, new: f}
 }
 
+// Unregister removes a type, reporting whether it was there. Out-of-process
+// plugins (pkg/plugin) come and go at run time; built-ins never leave.
+func (r *Registry) Unregister(typ string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.types[typ]
+	delete(r.types, typ)
+	return ok
+}
+
 // New builds the connector of cfg.Type.
 func (r *Registry) New(cfg Config) (Connector, error) {
 	r.mu.RLock()
