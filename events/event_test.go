@@ -112,6 +112,14 @@ func payloadCases() []payloadCase {
 			events.AnnotationFailed{RequestID: requestID, IntegrationID: integrationID, Operation: events.OpStatus,
 				Provider: "gitlab", ErrorClass: "offline", Error: "dial tcp: connection refused", Attempts: 5, Spooled: true},
 			func() events.Payload { return &events.AnnotationFailed{} }, integrationID},
+		{"plugin_registered", events.SubjectPluginRegistered, "",
+			events.PluginRegistered{PluginID: "quay", Type: "registry.quay", Version: "1.0.0", Capabilities: []string{"health", "repos"},
+				Checksum: strings.Repeat("ab", 32), RegisteredAt: when},
+			func() events.Payload { return &events.PluginRegistered{} }, ""},
+		{"plugin_unregistered", events.SubjectPluginUnregistered, "",
+			events.PluginUnregistered{PluginID: "quay", Type: "registry.quay", Version: "1.0.0",
+				Checksum: strings.Repeat("ab", 32), UnregisteredAt: when},
+			func() events.Payload { return &events.PluginUnregistered{} }, ""},
 	}
 }
 

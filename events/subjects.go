@@ -11,6 +11,8 @@ const (
 	SubjectAnnotationRequested      = "scm.annotation.requested"
 	SubjectAnnotationCompleted      = "scm.annotation.completed"
 	SubjectAnnotationFailed         = "scm.annotation.failed"
+	SubjectPluginRegistered         = "plugin.registered"
+	SubjectPluginUnregistered       = "plugin.unregistered"
 )
 
 // Subjects lists the subjects above, each of which has a payload schema, in
@@ -25,5 +27,7 @@ func Subjects() []string {
 		SubjectAnnotationRequested,
 		SubjectAnnotationCompleted,
 		SubjectAnnotationFailed,
+		SubjectPluginRegistered,
+		SubjectPluginUnregistered,
 	}
 }

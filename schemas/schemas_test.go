@@ -48,6 +48,8 @@ func TestNames(t *testing.T) {
 		"integration.health_changed",
 		"integration.health_checked",
 		"integration.updated",
+		"plugin.registered",
+		"plugin.unregistered",
 		"scm.annotation.completed",
 		"scm.annotation.failed",
 		"scm.annotation.requested",
@@ -127,6 +129,11 @@ func TestValidSamples(t *testing.T) {
 		{"scm.annotation.failed", `{"requestId":"` + uuidB + `","integrationId":"` + uuidA + `","operation":"comment","provider":"gitlab",
 			"errorClass":"permanent","error":"404 project not found","attempts":1,"deadLettered":true,"spooled":false}`},
 	}
+	tests = append(tests,
+		struct{ name, doc string }{"plugin.registered", `{"pluginId":"quay","type":"registry.quay","version":"1.0.0","capabilities":["health"],
+			"checksum":"` + strings.Repeat("0a", 32) + `","registeredAt":"2025-01-02T03:04:05Z"}`},
+		struct{ name, doc string }{"plugin.unregistered", `{"pluginId":"quay","type":"registry.quay","version":"1.0.0",
+			"checksum":"` + strings.Repeat("0a", 32) + `","unregisteredAt":"2025-01-02T03:04:05Z"}`})
 	tests = append(tests, dataSamples()...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
