@@ -11,7 +11,7 @@ import (
 )
 
 func TestConfigTypes(t *testing.T) {
-	want := []string{"registry.harbor", "registry.oci", "scm.github", "scm.gitlab", "test.inmemory"}
+	want := []string{"monitoring.cloudwatch", "registry.harbor", "registry.oci", "scm.github", "scm.gitlab", "test.inmemory"}
 	if got := schemas.ConfigTypes(); !slices.Equal(got, want) {
 		t.Fatalf("ConfigTypes() = %q, want %q", got, want)
 	}
@@ -86,11 +86,12 @@ func hasField(err error, field string) bool {
 
 func TestSecretFields(t *testing.T) {
 	want := map[string][]string{
-		"scm.github":      {"privateKey", "webhookSecret"},
-		"scm.gitlab":      {"jobToken", "token", "webhookSecret"},
-		"registry.harbor": {"password"},
-		"registry.oci":    {"password"},
-		"test.inmemory":   {"token"},
+		"monitoring.cloudwatch": {"accessKeyId", "secretAccessKey"},
+		"scm.github":            {"privateKey", "webhookSecret"},
+		"scm.gitlab":            {"jobToken", "token", "webhookSecret"},
+		"registry.harbor":       {"password"},
+		"registry.oci":          {"password"},
+		"test.inmemory":         {"token"},
 	}
 	for typ, fields := range want {
 		b, _ := schemas.ConfigSchema(typ)
