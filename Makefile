@@ -23,8 +23,9 @@ ARGS ?=
 all: build
 
 build:
-	@mkdir -p bin
+	@mkdir -p bin bin/plugins
 	$(GO) build -o bin/ inthub.dev/services/cmd/...
+	$(GO) build -o bin/plugins/ inthub.dev/services/plugins/...
 
 run: build
 	./bin/inthub dev $(ARGS)
