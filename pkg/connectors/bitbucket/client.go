@@ -1,0 +1,476 @@
+package bitbucket
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/fault"
+)
+
+// maxBody bounds what one response may hold: a page of 100 repositories
+// (Cloud) or 1,000 activities (Data Center) is well under it.
+const maxBody = 16 << 20
+
+// maxRedirects bounds redirects (http→https, a moved instance).
+const maxRedirects = 5
+
+// cloudRetryDefault is the wait a Cloud 429 gets when it names none:
+// Cloud's limits are per rolling hour and it does not always send
+// Retry-After.
+const cloudRetryDefault = time.Minute
+
+// errTimeout is the cause of our own per-request deadline, to tell it
+// from a deadline of the caller's.
+var errTimeout = errors.New("bitbucket: request timeout")
+
+// call is one API request: root/elems...?query.
+type call struct {
+	op    string // what the user reads in an error: "list repositories"
+	elems []string
+	query url.Values
+	// scope is the Cloud OAuth scope the call needs, perm the Data
+	// Center permission: a 403 names them.
+	scope, perm string
+	// root replaces the REST root (Data Center's build-status and
+	// insights APIs live beside /rest/api).
+	root string
+}
+
+// response is what a successful (or refused) call returns besides its
+// decoded body.
+type response struct {
+	rateLimit *connectors.RateLimit
+	nearLimit bool   // Cloud's X-RateLimit-NearLimit: under 20 % left
+	user      string // Data Center's X-AUSERNAME: who the credential is
+}
+
+func (c *Connector) get(ctx context.Context, cred credential, cl call, out any) (response, error) {
+	return c.do(ctx, cred, http.MethodGet, cl, nil, out)
+}
+
+// send performs a write. It is sent once: nothing here retries it. A
+// write whose answer is lost may have been applied; the annotator finds
+// what it wrote (a comment's marker, a status's key) before writing again.
+func (c *Connector) send(ctx context.Context, cred credential, method string, cl call, in, out any) (response, error) {
+	return c.do(ctx, cred, method, cl, in, out)
+}
+
+func (c *Connector) do(ctx context.Context, cred credential, method string, cl call, in, out any) (response, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeout)
+	defer cancel()
+
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return response{}, fault.Permanentf("bitbucket: %s: encode request: %w", cl.op, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	root := c.root
+	if cl.root != "" {
+		r := *c.site
+		r.Path = strings.TrimRight(r.Path, "/") + cl.root
+		root = &r
+	}
+	u := apiURL(root, cl.query, cl.elems...)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return response{}, fault.Permanentf("bitbucket: %s: build request: %w", cl.op, err)
+	}
+	req.URL = u
+	req.Header.Set("Authorization", cred.header)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "inthub-connector-bitbucket")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if !c.cloud() {
+		// Data Center refuses a write without it when XSRF protection
+		// is on and the request could come from a browser form.
+		req.Header.Set("X-Atlassian-Token", "no-check")
+	}
+
+	start := time.Now()
+	resp, err := c.client.Do(req)
+	if err != nil {
+		cerr := c.transportError(ctx, u, err, time.Since(start))
+		c.log(ctx, cl.op, u, 0, time.Since(start), cerr)
+		return response{}, fmt.Errorf("bitbucket: %s: %w", cl.op, cerr)
+	}
+	defer resp.Body.Close()
+
+	r := response{
+		rateLimit: connectors.ParseRateLimit(resp.Header),
+		nearLimit: strings.EqualFold(resp.Header.Get("X-RateLimit-NearLimit"), "true"),
+		user:      resp.Header.Get("X-AUSERNAME"),
+	}
+	if cerr := c.classify(resp, cl); cerr != nil {
+		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
+		return r, fmt.Errorf("bitbucket: %s: %w", cl.op, cerr)
+	}
+	if resp.StatusCode >= 300 {
+		// Only a write gets here with a redirect: guardRedirects does
+		// not follow one for it.
+		cerr := fault.Permanentf("bitbucket: %s: answered %d (a redirect) to a write; set the endpoint to the Bitbucket root it redirects to", cl.op, resp.StatusCode)
+		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
+		return r, cerr
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		cerr := c.transportError(ctx, u, err, time.Since(start))
+		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
+		return r, fmt.Errorf("bitbucket: %s: read response: %w", cl.op, cerr)
+	}
+	if len(raw) > maxBody {
+		return r, fault.Permanentf("bitbucket: %s: response larger than %d bytes", cl.op, maxBody)
+	}
+	if out != nil && len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			// A proxy's login page answers 200 too; say so rather than
+			// quote the body.
+			return r, fault.Permanentf("bitbucket: %s: the answer is not Bitbucket's JSON (%s); check the endpoint and flavor", cl.op, resp.Header.Get("Content-Type"))
+		}
+	}
+	c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), nil)
+	return r, nil
+}
+
+// transportError classifies a failed round trip, reporting our own
+// deadline with the configured timeout so that the user knows the knob.
+func (c *Connector) transportError(ctx context.Context, u *url.URL, err error, elapsed time.Duration) error {
+	var fe *fault.Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	if errors.Is(context.Cause(ctx), errTimeout) {
+		return fault.Transient(&connectors.RequestError{
+			Host:   u.Host,
+			Reason: fmt.Sprintf("timed out after %s (timeoutSeconds is %d)", elapsed.Round(time.Millisecond), int(c.timeout/time.Second)),
+			Err:    err,
+		})
+	}
+	cerr := connectors.ClassifyNet(err)
+	var re *connectors.RequestError
+	if errors.As(cerr, &re) && re.Host == "" {
+		re.Host = u.Host
+	}
+	return cerr
+}
+
+// said is what Bitbucket wrote in an error body.
+type said struct {
+	message   string
+	exception string   // Data Center's exceptionName
+	required  []string // Cloud's scopes the call needed
+	granted   []string // Cloud's scopes the credential has
+}
+
+// readSaid reads either flavour's error body: Cloud's {"type":"error",
+// "error":{"message","detail","data"}} (detail is a string, or for a
+// missing scope {"required":[...],"granted":[...]}), Data Center's
+// {"errors":[{"message","exceptionName"}]}.
+func readSaid(resp *http.Response) said {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	var e struct {
+		Error *struct {
+			Message string          `json:"message"`
+			Detail  json.RawMessage `json:"detail"`
+		} `json:"error"`
+		Errors []struct {
+			Message       string `json:"message"`
+			ExceptionName string `json:"exceptionName"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(b, &e) != nil {
+		return said{}
+	}
+	var s said
+	switch {
+	case e.Error != nil:
+		s.message = e.Error.Message
+		var detail string
+		var scopes struct {
+			Required []string `json:"required"`
+			Granted  []string `json:"granted"`
+		}
+		if json.Unmarshal(e.Error.Detail, &detail) == nil && detail != "" {
+			s.message = strings.TrimSuffix(s.message, ".") + ": " + detail
+		} else if json.Unmarshal(e.Error.Detail, &scopes) == nil {
+			s.required, s.granted = scopes.Required, scopes.Granted
+		}
+	case len(e.Errors) > 0:
+		msgs := make([]string, 0, len(e.Errors))
+		for _, er := range e.Errors {
+			if er.Message != "" {
+				msgs = append(msgs, er.Message)
+			}
+		}
+		s.message = strings.Join(msgs, "; ")
+		s.exception = e.Errors[0].ExceptionName
+	}
+	if len(s.message) > 300 {
+		s.message = s.message[:300] + "…"
+	}
+	return s
+}
+
+// classify maps a Bitbucket answer to a fault class with
+// connectors.ClassifyHTTP and adds what Bitbucket said and, for 401 and
+// 403, what to change: the scope (Cloud) or permission (Data Center)
+// the call needs.
+func (c *Connector) classify(resp *http.Response, cl call) error {
+	cerr := connectors.ClassifyHTTP(resp, nil)
+	if cerr == nil {
+		return nil
+	}
+	if resp.StatusCode == http.StatusTooManyRequests && fault.RetryAfterOf(cerr) == 0 {
+		cerr = fault.RetryAfter(cerr, cloudRetryDefault)
+	}
+	s := readSaid(resp)
+	msg := ""
+	if s.message != "" {
+		msg = "Bitbucket says: " + s.message
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		hint := "the credentials are invalid, expired or revoked"
+		switch {
+		case c.cloud() && c.bearer():
+			hint += " (an access token is tied to its workspace, project or repository)"
+		case c.cloud():
+			hint += " (use an app password or API token, not the account's login password)"
+		case resp.Header.Get("X-Seraph-LoginReason") == "AUTHENTICATION_DENIED":
+			hint = "Bitbucket requires a CAPTCHA for this user after failed logins; log in once through the web UI, or use an HTTP access token"
+		}
+		msg = joinHint(msg, hint)
+	case http.StatusForbidden:
+		if c.cloud() {
+			need := cl.scope
+			if len(s.required) > 0 {
+				need = strings.Join(s.required, ", ")
+			}
+			hint := "the credentials lack a permission for this"
+			if need != "" {
+				hint = "the credentials lack the " + need + " scope (or the account lacks access to the repository)"
+			}
+			if len(s.granted) > 0 {
+				hint += "; granted: " + strings.Join(s.granted, ", ")
+			}
+			msg = joinHint(msg, hint)
+		} else if cl.perm != "" {
+			msg = joinHint(msg, "the user or access token needs the "+cl.perm+" permission")
+		}
+	}
+	if msg == "" {
+		return cerr
+	}
+	return &detailed{err: cerr, detail: msg, said: s}
+}
+
+// detailed appends Bitbucket's own words to a classified error, keeping
+// the class reachable through Unwrap.
+type detailed struct {
+	err    error
+	detail string
+	said   said
+}
+
+func (d *detailed) Error() string { return d.err.Error() + " (" + d.detail + ")" }
+func (d *detailed) Unwrap() error { return d.err }
+
+// saidOf is what Bitbucket said in a failed call's answer.
+func saidOf(err error) said {
+	var d *detailed
+	if errors.As(err, &d) {
+		return d.said
+	}
+	return said{}
+}
+
+func joinHint(msg, hint string) string {
+	if msg == "" {
+		return hint
+	}
+	return msg + "; " + hint
+}
+
+// statusOf is the HTTP status of a failed call, 0 for a transport failure.
+func statusOf(err error) int {
+	var re *connectors.RequestError
+	if errors.As(err, &re) {
+		return re.StatusCode
+	}
+	return 0
+}
+
+// apiURL joins a root and path elements, each one escaped path segment.
+func apiURL(root *url.URL, query url.Values, elems ...string) *url.URL {
+	u := *root
+	raw := strings.TrimSuffix(root.EscapedPath(), "/")
+	dec := strings.TrimSuffix(root.Path, "/")
+	for _, e := range elems {
+		raw += "/" + url.PathEscape(e)
+		dec += "/" + e
+	}
+	u.Path, u.RawPath = dec, raw
+	u.RawQuery = ""
+	if len(query) > 0 {
+		u.RawQuery = query.Encode()
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return &u
+}
+
+// page is one page of either flavour's listings: Cloud's {values, next}
+// (next a URL), Data Center's {values, isLastPage, nextPageStart}.
+type page[T any] struct {
+	Values        []T    `json:"values"`
+	Next          string `json:"next"`
+	IsLastPage    *bool  `json:"isLastPage"`
+	NextPageStart *int   `json:"nextPageStart"`
+}
+
+// cloudCursorKeys are the query parameters a Cloud cursor may carry.
+var cloudCursorKeys = []string{"page", "after"}
+
+// cursor turns a page's paging fields into an opaque cursor: Data
+// Center's next start, or the page parameters of Cloud's next URL. The
+// cursor is never the URL itself: following a URL the server chose would
+// send the credential wherever it points.
+func (c *Connector) cursor(nextURL string, isLast *bool, nextStart *int) string {
+	if !c.cloud() {
+		if isLast == nil || *isLast || nextStart == nil {
+			return ""
+		}
+		return "start=" + strconv.Itoa(*nextStart)
+	}
+	if nextURL == "" {
+		return ""
+	}
+	u, err := url.Parse(nextURL)
+	if err != nil {
+		return ""
+	}
+	q := url.Values{}
+	for _, k := range cloudCursorKeys {
+		if v := u.Query().Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	return q.Encode()
+}
+
+// applyCursor merges a cursor into a request's query, refusing anything
+// that is not a cursor this package made.
+func (c *Connector) applyCursor(q url.Values, cursor string) error {
+	if cursor == "" {
+		return nil
+	}
+	cv, err := url.ParseQuery(cursor)
+	if err != nil || len(cv) == 0 || len(cursor) > 1024 {
+		return fault.Permanentf("bitbucket: invalid page cursor")
+	}
+	keys := cloudCursorKeys
+	if !c.cloud() {
+		keys = []string{"start"}
+	}
+	for k, vs := range cv {
+		if !slices.Contains(keys, k) || len(vs) != 1 || vs[0] == "" {
+			return fault.Permanentf("bitbucket: invalid page cursor")
+		}
+		if k == "page" || k == "start" {
+			if n, err := strconv.Atoi(vs[0]); err != nil || n < 0 {
+				return fault.Permanentf("bitbucket: invalid page cursor")
+			}
+		}
+		q.Set(k, vs[0])
+	}
+	return nil
+}
+
+// log records one request at debug level, never with a header value.
+func (c *Connector) log(ctx context.Context, op string, u *url.URL, status int, d time.Duration, err error) {
+	lvl := slog.LevelDebug
+	attrs := []slog.Attr{
+		slog.String("tenantId", c.cfg.TenantID),
+		slog.String("integrationId", c.cfg.IntegrationID),
+		slog.String("provider", "bitbucket"),
+		slog.String("flavor", c.flavor),
+		slog.String("operation", op),
+		slog.String("path", u.EscapedPath()),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+	}
+	if err != nil {
+		lvl = slog.LevelInfo
+		attrs = append(attrs, slog.String("error", err.Error()), slog.String("class", fault.ClassOf(err).String()))
+	}
+	c.logger.LogAttrs(ctx, lvl, "bitbucket request", attrs...)
+}
+
+// guardRedirects wraps a caller's client so that a redirect stays within
+// the instance and a write is never redirected. net/http already drops
+// Authorization on a redirect to another host; refusing it outright says
+// what is wrong instead of failing with a 401 from elsewhere.
+func guardRedirects(base *http.Client) *http.Client {
+	if base == nil {
+		base = http.DefaultClient
+	}
+	c := *base
+	prev := base.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if via[0].Method != http.MethodGet {
+			return http.ErrUseLastResponse
+		}
+		if len(via) >= maxRedirects {
+			return fault.Permanentf("bitbucket: stopped after %d redirects", maxRedirects)
+		}
+		if !sameOrigin(via[0].URL, req.URL) {
+			return fault.Permanentf("bitbucket: the endpoint redirects to another host (%s); set the endpoint to the Bitbucket root it redirects to", req.URL.Host)
+		}
+		if prev != nil {
+			return prev(req, via)
+		}
+		return nil
+	}
+	return &c
+}
+
+// sameOrigin allows a redirect within one origin and the upgrade of
+// http://host to https://host; never a downgrade to http.
+func sameOrigin(from, to *url.URL) bool {
+	if from.Hostname() != to.Hostname() {
+		return false
+	}
+	switch {
+	case from.Scheme == to.Scheme:
+		return portOf(from) == portOf(to)
+	case from.Scheme == "http" && to.Scheme == "https":
+		return from.Port() == "" && to.Port() == ""
+	default:
+		return false
+	}
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "http" {
+		return "80"
+	}
+	return "443"
+}
