@@ -28,16 +28,13 @@ type IdempotencyGuard struct {
 
 // NewIdempotencyGuard creates or opens the bucket. ttl should cover the
 // longest time between a first delivery and a replay you want suppressed.
-func NewIdempotencyGuard(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int) (*IdempotencyGuard, error) {
-	if replicas <= 0 {
-		replicas = 1
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// The bucket is laid out by topo, like the fleet's streams.
+func NewIdempotencyGuard(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, topo Topology) (*IdempotencyGuard, error) {
+	kv, err := ProvisionKeyValue(ctx, js, topo, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "processed event ids (source+id)",
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: idempotency bucket %s: %w", bucket, err)

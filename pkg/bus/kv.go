@@ -34,15 +34,14 @@ const BucketIntegrations = "INTEGRATIONS_STATE"
 // which stalls the outbox forwarder loudly rather than dropping state.
 func KeyValues(s StreamSettings) []jetstream.KeyValueConfig {
 	s = s.withDefaults()
-	return []jetstream.KeyValueConfig{{
+	return []jetstream.KeyValueConfig{s.Topology.KeyValue(jetstream.KeyValueConfig{
 		Bucket:      BucketIntegrations,
 		Description: "latest record of every live integration, written by the catalog's outbox forwarder",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    s.Replicas,
 		MaxBytes:    s.MaxBytes,
 		Compression: true,
-	}}
+	})}
 }
 
 // ProvisionKV creates or updates every KV bucket. Like Provision, which
@@ -52,8 +51,8 @@ func ProvisionKV(ctx context.Context, js jetstream.JetStream, s StreamSettings) 
 		return fmt.Errorf("bus: stream settings: %w", err)
 	}
 	for _, cfg := range KeyValues(s) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return fmt.Errorf("bus: provision KV bucket %s: %w", cfg.Bucket, err)
+		if _, err := ProvisionKeyValue(ctx, js, s.Topology, cfg); err != nil {
+			return err
 		}
 	}
 	return nil

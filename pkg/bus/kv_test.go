@@ -57,7 +57,7 @@ func TestProvisionCreatesIntegrationsBucket(t *testing.T) {
 
 func TestProvisionKVRefusesBadSettings(t *testing.T) {
 	e := newEnv(t)
-	err := ProvisionKV(context.Background(), e.js, StreamSettings{Replicas: 9})
+	err := ProvisionKV(context.Background(), e.js, StreamSettings{Topology: Topology{Replicas: 9}})
 	if err == nil {
 		t.Fatal("ProvisionKV accepted 9 replicas")
 	}

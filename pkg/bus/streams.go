@@ -22,8 +22,9 @@ const (
 // StreamSettings are the knobs that differ between a laptop and a cluster.
 // Everything else about the streams is fixed in Streams.
 type StreamSettings struct {
-	// Replicas per stream: 1 on a single server, 3 on a cluster.
-	Replicas int
+	// Topology lays out every stream and KV bucket: replicas (1 on a
+	// single server, 3 on a cluster) and placement.
+	Topology
 	// MaxAge bounds how long ordinary streams keep messages (default 7 days);
 	// DLQ and SPOOL keep theirs four times as long, since a person has to
 	// look at them.
@@ -37,7 +38,7 @@ type StreamSettings struct {
 
 // DefaultStreamSettings suit one embedded server.
 func DefaultStreamSettings() StreamSettings {
-	return StreamSettings{Replicas: 1, MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, Duplicates: 2 * time.Minute}
+	return StreamSettings{Topology: Topology{Replicas: 1}, MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, Duplicates: 2 * time.Minute}
 }
 
 func (s StreamSettings) withDefaults() StreamSettings {
@@ -61,8 +62,8 @@ func (s StreamSettings) withDefaults() StreamSettings {
 func (s StreamSettings) Validate() error {
 	s = s.withDefaults()
 	var errs []error
-	if s.Replicas < 1 || s.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("replicas: %d is outside 1..5", s.Replicas))
+	if err := s.Topology.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if s.Duplicates < 2*time.Minute {
 		errs = append(errs, fmt.Errorf("duplicates: %s is below 2m, spool replays and outbox retries could be applied twice", s.Duplicates))
@@ -77,18 +78,17 @@ func (s StreamSettings) Validate() error {
 func Streams(s StreamSettings) []jetstream.StreamConfig {
 	s = s.withDefaults()
 	mk := func(name, desc string, age time.Duration, subjects ...string) jetstream.StreamConfig {
-		return jetstream.StreamConfig{
+		return s.Topology.Stream(jetstream.StreamConfig{
 			Name:        name,
 			Description: desc,
 			Subjects:    subjects,
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
-			Replicas:    s.Replicas,
 			MaxAge:      age,
 			MaxBytes:    s.MaxBytes,
 			Duplicates:  s.Duplicates,
 			Discard:     jetstream.DiscardOld,
-		}
+		})
 	}
 	long := 4 * s.MaxAge
 	return []jetstream.StreamConfig{
@@ -110,14 +110,16 @@ func dlq(c jetstream.StreamConfig) jetstream.StreamConfig {
 
 // Provision creates or updates every stream and KV bucket (ProvisionKV).
 // It is idempotent and safe to call from every service at start, so
-// whichever service starts first, the bucket its peers watch exists.
+// whichever service starts first, the bucket its peers watch exists. It
+// never lowers a stream's replicas nor drops its placement (see
+// keepLayout).
 func Provision(ctx context.Context, js jetstream.JetStream, s StreamSettings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("bus: stream settings: %w", err)
 	}
 	for _, cfg := range Streams(s) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("bus: provision stream %s: %w", cfg.Name, err)
+		if err := provisionStream(ctx, js, cfg); err != nil {
+			return err
 		}
 	}
 	return ProvisionKV(ctx, js, s)

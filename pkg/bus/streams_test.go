@@ -40,8 +40,8 @@ func TestStreamSettingsValidate(t *testing.T) {
 		ok   bool
 	}{
 		{"defaults", StreamSettings{}, true},
-		{"cluster", StreamSettings{Replicas: 3}, true},
-		{"too many replicas", StreamSettings{Replicas: 7}, false},
+		{"cluster", StreamSettings{Topology: Topology{Replicas: 3}}, true},
+		{"too many replicas", StreamSettings{Topology: Topology{Replicas: 7}}, false},
 		{"short duplicate window", StreamSettings{Duplicates: time.Minute}, false},
 		{"window beyond age", StreamSettings{MaxAge: 3 * time.Minute, Duplicates: 5 * time.Minute}, false},
 	}

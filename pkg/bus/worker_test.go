@@ -429,7 +429,7 @@ func TestConservation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	guard, err := NewIdempotencyGuard(ctx, e.js, "conservation", time.Hour, 1)
+	guard, err := NewIdempotencyGuard(ctx, e.js, "conservation", time.Hour, Topology{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -347,12 +347,8 @@ func (n *ClusterNode) start() error {
 		Port:       n.port,
 		JetStream:  true,
 		StoreDir:   n.storeDir,
-		// Bounded so that the servers do not size themselves from the
-		// machine's memory and disk.
-		JetStreamMaxMemory: 64 << 20,
-		JetStreamMaxStore:  1 << 30,
-		NoSigs:             true,
-		MaxPayload:         8 << 20,
+		NoSigs:     true,
+		MaxPayload: 8 << 20,
 		Cluster: server.ClusterOpts{
 			Name:      n.c.name,
 			Host:      "127.0.0.1",
