@@ -9,6 +9,8 @@
 package builtin
 
 import (
+	_ "inthub.dev/pkg/connectors/bitbucket"
+	_ "inthub.dev/pkg/connectors/cloudwatch"
 	_ "inthub.dev/pkg/connectors/github"
 	_ "inthub.dev/pkg/connectors/gitlab"
 	_ "inthub.dev/pkg/connectors/harbor"
@@ -18,4 +20,12 @@ import (
 
 // Types are the integration types this package registers, for tests and
 // for tooling that checks a binary carries them.
-var Types = []string{"registry.harbor", "registry.oci", "scm.github", "scm.gitlab", "test.inmemory"}
+var Types = []string{
+	"monitoring.cloudwatch",
+	"registry.harbor",
+	"registry.oci",
+	"scm.bitbucket",
+	"scm.github",
+	"scm.gitlab",
+	"test.inmemory",
+}
