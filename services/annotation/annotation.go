@@ -316,6 +316,13 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.pub, s.work = pub, work
 	s.mu.Unlock()
+	if err := s.reg.Register(bus.NewCollector(s.js, bus.CollectorConfig{
+		Consumers: []bus.ConsumerRef{{Stream: bus.StreamSCM, Durable: s.cfg.Durable}, {Stream: bus.StreamIntegrations, Durable: s.cfg.Durable + "-health"}},
+		Streams:   []string{bus.StreamDLQ, bus.StreamSpool},
+		Breakers:  []*bus.Breakers{work.Breakers()},
+	})); err != nil {
+		return fmt.Errorf("annotation: metrics: %w", err)
+	}
 
 	var ln net.Listener
 	if s.cfg.Listen != "-" {

@@ -2,6 +2,7 @@ package annotation_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,10 @@ func TestRefusedRequestsAreDeadLettered(t *testing.T) {
 	}
 	if calls, _ := e.rec.snapshot(); len(calls) != 0 {
 		t.Errorf("provider called %d times for refused requests", len(calls))
+	}
+	// The DLQ depth is on /metrics, from the stream itself.
+	if m := e.metric(`bus_stream_messages{stream="DLQ"}`); !strings.HasSuffix(m, fmt.Sprintf(" %d", len(cases))) {
+		t.Errorf("DLQ depth metric: %q, want %d", m, len(cases))
 	}
 }
 

@@ -386,11 +386,14 @@ func (s *Service) Run(ctx context.Context) error {
 	var started []<-chan struct{}
 	g.Go(func() error { return s.set.Run(gctx) })
 	started = append(started, s.set.Ready())
+	busStats := bus.CollectorConfig{Streams: []string{bus.StreamDLQ}}
 	if s.roles[RoleMapper] {
 		w, err := s.mapperWorker(pub)
 		if err != nil {
 			return err
 		}
+		busStats.Consumers = append(busStats.Consumers, bus.ConsumerRef{Stream: bus.StreamIngest, Durable: "enrichment-mapper"})
+		busStats.Breakers = append(busStats.Breakers, w.Breakers())
 		g.Go(func() error { return w.Run(gctx) })
 		started = append(started, w.Running())
 	}
@@ -402,6 +405,13 @@ func (s *Service) Run(ctx context.Context) error {
 		g.Go(func() error { return w.Run(gctx) })
 		g.Go(func() error { s.retain(gctx); return nil })
 		started = append(started, w.Running())
+		busStats.Consumers = append(busStats.Consumers, bus.ConsumerRef{Stream: bus.StreamEvents, Durable: "enrichment-correlator"})
+		busStats.Breakers = append(busStats.Breakers, w.Breakers())
+	}
+	if len(busStats.Consumers) > 0 {
+		if err := s.reg.Register(bus.NewCollector(s.js, busStats)); err != nil {
+			return fmt.Errorf("enrichment: metrics: %w", err)
+		}
 	}
 	if s.poller != nil {
 		g.Go(func() error {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"inthub.dev/events"
 	"inthub.dev/pkg/bus"
@@ -200,12 +201,39 @@ func TestForwarderSurvivesNATSOutage(t *testing.T) {
 	if s := f.Stats(); s.Published != 0 {
 		t.Fatalf("published %d events while NATS was down", s.Published)
 	}
+	// The backlog shows on /metrics.
+	m := scrape(t, f.Collector())
+	if m["catalog_outbox_pending_rows"] != 200 || m["catalog_outbox_oldest_pending_seconds"] <= 0 || m["catalog_outbox_errors_total"] < 2 {
+		t.Errorf("metrics while NATS is down: %v", m)
+	}
 
 	if err := e.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	e.waitDelivered(60 * time.Second)
 	e.verify()
+	m = scrape(t, f.Collector())
+	if m["catalog_outbox_pending_rows"] != 0 || m["catalog_outbox_oldest_pending_seconds"] != 0 || m["catalog_outbox_published_total"] != 200 {
+		t.Errorf("metrics once delivered: %v", m)
+	}
+}
+
+// scrape gathers c's metrics (none has labels) by name.
+func scrape(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			out[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
 
 // With a spooling publisher the outbox drains into the local spool while
