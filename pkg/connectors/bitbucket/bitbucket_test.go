@@ -1,12 +1,16 @@
 package bitbucket
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -563,5 +567,51 @@ func TestRegistered(t *testing.T) {
 	fields, err := schemas.SecretFields(info.ConfigSchema)
 	if err != nil || !slices.Equal(fields, []string{"password", "token"}) {
 		t.Fatalf("secret fields %v, %v", fields, err)
+	}
+}
+
+// TestRedirectToAnotherHostIsRefused: an instance answering with a
+// redirect elsewhere is a configuration to fix, said as such; the
+// credential is never sent there.
+func TestRedirectToAnotherHostIsRefused(t *testing.T) {
+	var leaked atomic.Bool
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked.Store(r.Header.Get("Authorization") != "")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer elsewhere.Close()
+	target := strings.Replace(elsewhere.URL, "127.0.0.1", "localhost", 1)
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target+r.URL.Path, http.StatusFound)
+	}))
+	defer redirector.Close()
+	f := flavours[2]
+	c := newConn(t, nil, f, opts{conf: map[string]any{"endpoint": redirector.URL}})
+	r := c.CheckHealth(t.Context())
+	if r.OK() || r.Class != fault.ClassPermanent || !strings.Contains(r.Message, "redirects to another host") {
+		t.Fatalf("%s %v: %s", r.Status, r.Class, r.Message)
+	}
+	if leaked.Load() {
+		t.Fatal("the credential reached the other host")
+	}
+}
+
+func TestLogsHoldNoSecret(t *testing.T) {
+	for _, f := range flavours {
+		s := seeded(t, f)
+		var buf bytes.Buffer
+		c := newConn(t, s, f, opts{})
+		c.logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.TestConnection(t.Context())
+		s.Fail(bitbuckettest.RouteAll, bitbuckettest.Fault{Status: 401})
+		c.CheckHealth(t.Context())
+		if !strings.Contains(buf.String(), `"provider":"bitbucket"`) {
+			t.Fatalf("%s: nothing logged", f.name)
+		}
+		for _, v := range []string{appPassword, cloudToken, dcPassword, dcToken, "Basic ", "Bearer "} {
+			if strings.Contains(buf.String(), v) {
+				t.Fatalf("%s: the log holds %q", f.name, v)
+			}
+		}
 	}
 }
