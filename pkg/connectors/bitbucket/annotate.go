@@ -158,8 +158,8 @@ func (c *Connector) AnnotationScope() (host, account string) {
 }
 
 // Writes is one for a comment or a status; a check run is a Code
-// Insights report plus its annotations in batches of 100 (Data Center
-// also clears the report's earlier annotations first).
+// Insights report, the clearing of the last run's annotations, and the
+// annotations in batches of 100.
 func (c *Connector) Writes(req connectors.AnnotationRequest) int {
 	switch req.Operation {
 	case events.OpComment, events.OpStatus:
@@ -169,11 +169,9 @@ func (c *Connector) Writes(req connectors.AnnotationRequest) int {
 		if req.CheckRun != nil {
 			n = min(len(req.CheckRun.Annotations), maxReportAnnotations)
 		}
-		w := 1 + (n+maxAnnotationBatch-1)/maxAnnotationBatch
-		if !c.cloud() {
-			w++
-		}
-		return w
+		// The report's put, the clearing of the last run (Cloud deletes
+		// the report, Data Center its annotations), the batches.
+		return 2 + (n+maxAnnotationBatch-1)/maxAnnotationBatch
 	}
 	return 0
 }

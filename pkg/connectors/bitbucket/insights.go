@@ -102,9 +102,11 @@ func (a *annotator) insightsCall(op string, key string, elems ...string) call {
 }
 
 // checkRun puts the report (replacing one of the same key), then its
-// annotations: on Cloud each carries a stable external id, so a repeat
-// updates the same ones; Data Center first clears the report's
-// annotations, so a repeat ends with the same set rather than twice it.
+// annotations, so that a repeat ends with this run's set, neither twice
+// it nor beside the last run's: Cloud deletes the report first (its
+// annotations go with it), Data Center clears the report's annotations.
+// Each annotation's external id is stable, so a retry after a partial
+// send updates rather than adds.
 func (a *annotator) checkRun(ctx context.Context) error {
 	cr := a.req.CheckRun
 	result, err := a.reportResult(cr)
@@ -138,6 +140,15 @@ func (a *annotator) checkRun(ctx context.Context) error {
 	}
 	if a.c.cloud() {
 		report["report_type"] = "SECURITY"
+	}
+	if a.c.cloud() {
+		// Cloud cannot clear a report's annotations in one call, and a
+		// replaced report keeps them: deleting the report first leaves
+		// exactly this run's annotations, not the last run's beside them.
+		err := a.write(ctx, http.MethodDelete, a.insightsCall("delete the previous report", key), nil, nil)
+		if err != nil && statusOf(err) != http.StatusNotFound {
+			return err
+		}
 	}
 	if err := a.write(ctx, http.MethodPut, a.insightsCall("put the report", key), report, nil); err != nil {
 		return err

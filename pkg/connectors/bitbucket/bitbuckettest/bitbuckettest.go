@@ -33,8 +33,8 @@
 //   - Code Insights: a report needs a title (and on Cloud a report_type);
 //     annotations go to an existing report, at most 100 per call on Cloud
 //     and 1,000 per report; an annotation with an external id already
-//     there replaces it; Data Center keeps a replaced report's
-//     annotations until they are deleted;
+//     there replaces it; a replaced report keeps its annotations until
+//     they (or the report) are deleted;
 //   - rate limits: Cloud's X-RateLimit-Limit and X-RateLimit-NearLimit
 //     (under 20 % left) and 429 without Retry-After once spent; Data
 //     Center's X-RateLimit-Limit/Remaining and 429 with Retry-After.
@@ -504,6 +504,7 @@ const (
 	RouteStatuses        Route = "GET statuses"
 	RoutePutReport       Route = "PUT report"
 	RouteGetReport       Route = "GET report"
+	RouteDelReport       Route = "DELETE report"
 	RouteAddAnnotations  Route = "POST annotations"
 	RouteDelAnnotations  Route = "DELETE annotations"
 	RouteListAnnotations Route = "GET annotations"
@@ -511,7 +512,7 @@ const (
 	RouteAll Route = "*"
 )
 
-var writeRoutes = []Route{RouteCreateComment, RouteEditComment, RouteCreateStatus, RouteLegacyStatus, RoutePutReport, RouteAddAnnotations, RouteDelAnnotations}
+var writeRoutes = []Route{RouteCreateComment, RouteEditComment, RouteCreateStatus, RouteLegacyStatus, RoutePutReport, RouteDelReport, RouteAddAnnotations, RouteDelAnnotations}
 
 // Fault is an injected answer.
 type Fault struct {

@@ -412,6 +412,9 @@ func (s *Server) reportRoutes(w http.ResponseWriter, r *http.Request, m match, c
 		rep.Title, rep.Details, rep.Result, rep.ReportType, rep.Reporter = in.Title, in.Details, in.Result, in.ReportType, in.Reporter
 		rep.Puts++
 		writeJSON(w, http.StatusOK, map[string]any{"key": rep.Key, "title": rep.Title, "result": rep.Result})
+	case RouteDelReport:
+		delete(reports, m.key)
+		w.WriteHeader(http.StatusNoContent)
 	case RouteGetReport:
 		writeJSON(w, http.StatusOK, map[string]any{"key": rep.Key, "title": rep.Title, "result": rep.Result, "details": rep.Details})
 	case RouteListAnnotations:

@@ -93,6 +93,8 @@ func (s *Server) routeOf(method, path string) (match, bool) {
 					m.route, m.key = RoutePutReport, rest[3]
 				case r == 4 && at(2, "reports") && get:
 					m.route, m.key = RouteGetReport, rest[3]
+				case r == 4 && at(2, "reports") && del:
+					m.route, m.key = RouteDelReport, rest[3]
 				case r == 5 && at(2, "reports") && at(4, "annotations") && post:
 					m.route, m.key = RouteAddAnnotations, rest[3]
 				case r == 5 && at(2, "reports") && at(4, "annotations") && get:
@@ -130,6 +132,8 @@ func (s *Server) routeOf(method, path string) (match, bool) {
 			m.route = RoutePutReport
 		case r == 8 && get:
 			m.route = RouteGetReport
+		case r == 8 && del:
+			m.route = RouteDelReport
 		case r == 9 && at(8, "annotations") && post:
 			m.route = RouteAddAnnotations
 		case r == 9 && at(8, "annotations") && del:
