@@ -404,7 +404,7 @@ func TestAnnotateErrorsNameTheScope(t *testing.T) {
 	s.AddToken(cloudToken, bitbuckettest.Token{Name: "ro", Workspace: workspace, Scopes: []string{"repository", "pullrequest"}})
 	c := newConn(t, s, f, opts{})
 	_, err := c.Annotate(t.Context(), commentReq(f, "r", 1, "x", "", false))
-	if fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "pullrequest:write") {
+	if fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "lack the pullrequest:write scope (write:pullrequest:bitbucket on a scoped API token)") {
 		t.Fatalf("err = %v", err)
 	}
 	s.Fail(bitbuckettest.RouteCreateStatus, bitbuckettest.Fault{Status: 429, Header: http.Header{"Retry-After": {"30"}}})

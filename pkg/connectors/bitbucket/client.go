@@ -264,7 +264,11 @@ func (c *Connector) classify(resp *http.Response, cl call) error {
 			}
 			hint := "the credentials lack a permission for this"
 			if need != "" {
-				hint = "the credentials lack the " + need + " scope (or the account lacks access to the repository)"
+				hint = "the credentials lack the " + need + " scope"
+				if g := granular(need); g != "" {
+					hint += " (" + g + " on a scoped API token)"
+				}
+				hint += ", or the account lacks access to the repository"
 			}
 			if len(s.granted) > 0 {
 				hint += "; granted: " + strings.Join(s.granted, ", ")
@@ -278,6 +282,28 @@ func (c *Connector) classify(resp *http.Response, cl call) error {
 		return cerr
 	}
 	return &detailed{err: cerr, detail: msg, said: s}
+}
+
+// granularScopes are the scoped API tokens' names of the classic scopes
+// that app passwords, OAuth consumers and access tokens are granted.
+var granularScopes = map[string]string{
+	"account":           "read:user:bitbucket",
+	"repository":        "read:repository:bitbucket",
+	"repository:write":  "write:repository:bitbucket",
+	"pullrequest":       "read:pullrequest:bitbucket",
+	"pullrequest:write": "write:pullrequest:bitbucket",
+}
+
+// granular names the scoped API token's scopes for classic ones, "" when
+// none is known (Bitbucket named granular ones already).
+func granular(classic string) string {
+	var out []string
+	for _, sc := range strings.Split(classic, ", ") {
+		if g, ok := granularScopes[sc]; ok {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // detailed appends Bitbucket's own words to a classified error, keeping
