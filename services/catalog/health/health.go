@@ -101,9 +101,16 @@ func NewConsumer(js jetstream.JetStream, rec Recorder, log *slog.Logger, tune fu
 	w.Handle(events.SubjectIntegrationHealthChecked, func(ctx context.Context, ev events.Event) error {
 		changed, err := rec.RecordHealth(ctx, ev)
 		switch {
+		case errors.Is(err, store.ErrDeleted):
+			// A check that was running when the integration was deleted:
+			// expected, nothing to do, and no operator should have to
+			// purge it from the DLQ.
+			log.InfoContext(ctx, "health result for a deleted integration dropped",
+				"integrationId", ev.IntegrationID(), "tenantId", ev.TenantID)
+			return nil
 		case errors.Is(err, store.ErrNotFound):
-			// A check for an integration deleted meanwhile, or never ours:
-			// retrying will not make it exist.
+			// A check for an integration that was never ours: retrying
+			// will not make it exist, and someone should look.
 			return fault.Permanent(fmt.Errorf("record health check: %w", err))
 		case errors.Is(err, store.ErrInvalid), errors.As(err, new(*events.ValidationError)):
 			return fault.Permanent(fmt.Errorf("record health check: %w", err))

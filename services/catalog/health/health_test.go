@@ -118,6 +118,17 @@ func TestHealthHistoryFromTheBus(t *testing.T) {
 	waitCalls(6, 0)
 	publish("8f1d2c3e-0000-4000-8000-000000000404", events.HealthHealthy, 5, false) // unknown integration
 	waitCalls(7, 1)
+	// A result that arrives after its integration was deleted is
+	// dropped: acknowledged, not dead-lettered.
+	gone, err := st.CreateIntegration(ctx, tenant, "tester", store.IntegrationInput{Type: "test.inmemory", Name: "gone", Config: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.DeleteIntegration(ctx, tenant, "tester", gone.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	publish(gone.ID, events.HealthHealthy, 6, false)
+	waitCalls(8, 1)
 
 	latest, history, _, err := st.HealthHistory(ctx, tenant, it.ID, 100, "")
 	if err != nil {

@@ -29,6 +29,12 @@ var (
 	// ErrInvalid: an input the database would refuse; an *InvalidError
 	// names the field.
 	ErrInvalid = errors.New("invalid input")
+	// ErrDeleted: the integration existed in the caller's tenant and is
+	// deleted. It wraps ErrNotFound, so the API answers it as one; only
+	// the bus consumers, which know the tenant from a trusted event, look
+	// at the difference (a late health result is dropped, not
+	// dead-lettered).
+	ErrDeleted = fmt.Errorf("deleted: %w", ErrNotFound)
 )
 
 // ConflictError names the field whose value collides, e.g. "name" for a

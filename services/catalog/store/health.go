@@ -96,7 +96,7 @@ func (s *Store) RecordHealth(ctx context.Context, ev events.Event) (changed bool
 			return nil // a redelivery: recorded the first time
 		}
 		if deleted {
-			return fmt.Errorf("integration %s is deleted: %w", integrationID, ErrNotFound)
+			return fmt.Errorf("integration %s: %w", integrationID, ErrDeleted)
 		}
 		if last != nil && !checkedAt.After(*last) {
 			return nil
