@@ -22,6 +22,7 @@ const (
 	SubjectIngestGitLabDeployment       = "ingest.gitlab.deployment"
 	SubjectIngestGitLabRelease          = "ingest.gitlab.release"
 	SubjectIngestCloudWatchAlarm        = "ingest.cloudwatch.alarm"
+	SubjectIngestCloudWatchMetric       = "ingest.cloudwatch.metric"
 
 	SubjectCanonicalDelivery = "event.canonical.delivery"
 	SubjectCanonicalSystem   = "event.canonical.system"
@@ -74,6 +75,7 @@ func DataSubjects() []string {
 		SubjectIngestGitLabDeployment,
 		SubjectIngestGitLabRelease,
 		SubjectIngestCloudWatchAlarm,
+		SubjectIngestCloudWatchMetric,
 		SubjectCanonicalDelivery,
 		SubjectCanonicalSystem,
 		SubjectCanonicalSecurity,

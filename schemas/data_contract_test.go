@@ -30,7 +30,7 @@ func TestDataContractFields(t *testing.T) {
 	}
 	for _, s := range []string{"ingest.github.push", "ingest.github.pull_request", "ingest.github.deployment", "ingest.github.deployment_status",
 		"ingest.github.release", "ingest.gitlab.push", "ingest.gitlab.merge_request", "ingest.gitlab.deployment", "ingest.gitlab.release",
-		"ingest.cloudwatch.alarm"} {
+		"ingest.cloudwatch.alarm", "ingest.cloudwatch.metric"} {
 		want[s] = ingest
 	}
 	for key, fields := range want {

@@ -20,6 +20,13 @@ func ingestDoc(provider, kind string) string {
 		"headers":{"X-GitHub-Event":"` + kind + `"},"bodySha256":"` + bodySha + `","payload":{"ref":"refs/heads/main","zen":null}}`
 }
 
+// metricDoc is a polled CloudWatch datapoint (its payload has a schema of
+// its own: CloudWatch sends no document for it).
+var metricDoc = strings.NewReplacer(`"via":"webhook"`, `"via":"poll"`, `{"ref":"refs/heads/main","zen":null}`,
+	`{"Id":"requests","Label":"RequestCount","Namespace":"AWS/ApplicationELB","MetricName":"RequestCount",
+	"Dimensions":[{"Name":"LoadBalancer","Value":"app/checkout/50dc6c495c0c9188"}],"Stat":"Sum","Period":60,"Unit":"Count",
+	"Timestamp":"2025-01-02T10:04:00Z","Value":1520,"Region":"eu-west-1","Service":"checkout"}`).Replace(ingestDoc("cloudwatch", "metric"))
+
 const hints = `[{"type":"resource_id","key":"commit","value":"` + sha + `","confidence":1},
 	{"type":"metadata","key":"tag","value":"team=payments","confidence":0.5}]`
 
@@ -50,6 +57,7 @@ func dataSamples() []struct{ name, doc string } {
 		{"ingest.gitlab.deployment", ingestDoc("gitlab", "deployment")},
 		{"ingest.gitlab.release", ingestDoc("gitlab", "release")},
 		{"ingest.cloudwatch.alarm", strings.Replace(ingestDoc("cloudwatch", "alarm"), `"via":"webhook"`, `"via":"sns"`, 1)},
+		{"ingest.cloudwatch.metric", metricDoc},
 		{"event.canonical.delivery", canonicalDoc("delivery")},
 		{"event.canonical.system", canonicalDoc("system")},
 		{"event.canonical.security", canonicalDoc("security")},
@@ -73,6 +81,9 @@ func TestDataInvalid(t *testing.T) {
 		{"ingest.github.push", strings.Replace(ingestDoc("github", "push"), bodySha, "ABC", 1), "bodySha256", "64 lowercase hex"},
 		{"ingest.github.push", strings.Replace(ingestDoc("github", "push"), `"payload":{"ref":"refs/heads/main","zen":null}`, `"payload":[1]`, 1), "payload", "must be object"},
 		{"ingest.github.push", strings.Replace(ingestDoc("github", "push"), `"headers"`, `"signature":"sha256=x","headers"`, 1), "signature", "unknown field"},
+		{"ingest.cloudwatch.metric", strings.Replace(metricDoc, `"via":"poll"`, `"via":"webhook"`, 1), "via", `value must be "poll"`},
+		{"ingest.cloudwatch.metric", strings.Replace(metricDoc, `"Value":1520,`, ``, 1), "payload.Value", "required"},
+		{"ingest.cloudwatch.metric", strings.Replace(metricDoc, `"Value":1520`, `"Value":"1520"`, 1), "payload.Value", "must be number"},
 		{"event.canonical.system", canonicalDoc("delivery"), "category", `value must be "system"`},
 		{"event.canonical.delivery", strings.Replace(canonicalDoc("delivery"), `"kind":"deployment.success"`, `"kind":"Deployment Success"`, 1), "kind", "lowercase dot-separated"},
 		{"event.canonical.delivery", strings.Replace(canonicalDoc("delivery"), `"confidence":1}`, `"confidence":1.5}`, 1), "context.correlationHints[0].confidence", "<= 1"},

@@ -34,6 +34,7 @@ func TestNames(t *testing.T) {
 		"event.canonical.system",
 		"event.enriched",
 		"ingest.cloudwatch.alarm",
+		"ingest.cloudwatch.metric",
 		"ingest.github.deployment",
 		"ingest.github.deployment_status",
 		"ingest.github.pull_request",

@@ -1,19 +1,27 @@
-// Package cloudwatch polls the alarms of monitoring.cloudwatch
-// integrations (DescribeAlarms, aws-sdk-go-v2) and publishes each state
-// transition as ingest.cloudwatch.alarm, in the shape of the alarm JSON
-// that CloudWatch sends through SNS, so one set of mapping rules serves
-// both ways in.
+// Package cloudwatch polls monitoring.cloudwatch integrations with
+// aws-sdk-go-v2 and publishes what it reads:
 //
-// An integration is polled when its config says "pollAlarms": true:
+//   - alarms (DescribeAlarms), when the config says "pollAlarms": true:
+//     each state transition as ingest.cloudwatch.alarm, in the shape of
+//     the alarm JSON that CloudWatch sends through SNS, so one set of
+//     mapping rules serves both ways in;
+//   - metrics (GetMetricData), those the config lists in "metrics": the
+//     statistic of each completed period as one ingest.cloudwatch.metric.
+//
+// The config is the connector's (inthub.dev/pkg/connectors/cloudwatch):
 //
 //	{ "region": "eu-west-1",
 //	  "endpoint": "https://monitoring.eu-west-1.amazonaws.com",   // optional; any endpoint the egress policy allows
 //	  "accessKeyId": "authref://vault/aws/ro#id", "secretAccessKey": "authref://vault/aws/ro#secret",
-//	  "pollAlarms": true, "alarmNamePrefix": "checkout-" }        // prefix optional
+//	  "pollAlarms": true, "alarmNamePrefix": "checkout-",        // prefix optional
+//	  "metrics": [ { "id": "checkout_5xx", "namespace": "AWS/ApplicationELB", "metricName": "HTTPCode_Target_5XX_Count",
+//	                 "dimensions": { "LoadBalancer": "app/checkout/50dc6c495c0c9188" }, "stat": "Sum",
+//	                 "periodSeconds": 60, "service": "checkout" } ] }
 //
-// The delivery id of a transition is derived from the alarm ARN and the
-// transition time, so two replicas, or a restart, publish the same event
-// id and JetStream keeps one.
+// Delivery ids are derived from what was observed (an alarm's ARN and
+// transition time; a metric's id, period and period start), so two
+// replicas, or a restart, publish the same event ids and JetStream keeps
+// one within its duplicate window.
 package cloudwatch
 
 import (
@@ -27,6 +35,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -37,15 +46,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"inthub.dev/events"
+	cwconn "inthub.dev/pkg/connectors/cloudwatch"
 	"inthub.dev/pkg/egress"
+	"inthub.dev/pkg/fault"
 	"inthub.dev/services/enrichment/ingress"
 )
 
-// Source is the CloudEvents source of polled alarm events.
+// Source is the CloudEvents source of polled events.
 const Source = "inthub/cloudwatch-poller"
 
 // IntegrationType is the integration type the poller reads.
-const IntegrationType = "monitoring.cloudwatch"
+const IntegrationType = cwconn.Type
 
 // Integrations lists the live integrations; integrationset.Set implements it.
 type Integrations interface {
@@ -69,9 +80,18 @@ type Config struct {
 	Publisher    Publisher
 	// Interval between two polls of every integration (1m).
 	Interval time.Duration
-	// Lookback: at the first poll of an integration, transitions younger
-	// than this are published, older ones only remembered (2 × Interval).
+	// Lookback: at the first poll of an integration, alarm transitions
+	// younger than this are published, older ones only remembered; and
+	// the metric periods that ended within it (at least the last one) are
+	// published (2 × Interval).
 	Lookback time.Duration
+	// MetricDelay: a period is read once it ended this long ago, since
+	// CloudWatch takes a while to ingest datapoints (2m). A datapoint
+	// that arrives later than that is not published.
+	MetricDelay time.Duration
+	// MaxCatchUp bounds how far back a metric is read after polls that
+	// failed (1h); older periods are skipped.
+	MaxCatchUp time.Duration
 	// Egress guards the connections to the endpoints.
 	Egress  egress.Policy
 	Timeout time.Duration // one API call (20s)
@@ -79,38 +99,36 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
-// Config of a monitoring.cloudwatch integration, as far as the poller
-// reads it.
-type integrationConfig struct {
-	Region          string `json:"region"`
-	Endpoint        string `json:"endpoint"`
-	AccessKeyID     string `json:"accessKeyId"`
-	SecretAccessKey string `json:"secretAccessKey"`
-	PollAlarms      bool   `json:"pollAlarms"`
-	AlarmNamePrefix string `json:"alarmNamePrefix"`
-}
-
 // Poller polls every monitoring.cloudwatch integration that asks for it.
 type Poller struct {
-	cfg    Config
-	log    *slog.Logger
-	http   *http.Client
-	polls  *prometheus.CounterVec
-	alarms *prometheus.CounterVec
+	cfg     Config
+	log     *slog.Logger
+	http    *http.Client
+	polls   *prometheus.CounterVec
+	alarms  *prometheus.CounterVec
+	samples *prometheus.CounterVec
 
 	mu    sync.Mutex
 	state map[string]*integrationState // by integration id
 }
 
 type integrationState struct {
-	version int64
-	client  *cw.Client
-	seen    map[string]seenAlarm // by alarm ARN
+	version      int64
+	client       *cw.Client
+	alarmsPolled bool
+	seen         map[string]seenAlarm    // by alarm ARN
+	metrics      map[string]*metricState // by metric id
 }
 
 type seenAlarm struct {
 	at    time.Time
 	state string
+}
+
+type metricState struct {
+	def cwconn.Metric
+	// next is the start of the first period not read yet.
+	next time.Time
 }
 
 // New checks cfg.
@@ -128,6 +146,12 @@ func New(cfg Config) (*Poller, error) {
 	}
 	if cfg.Lookback <= 0 {
 		cfg.Lookback = 2 * cfg.Interval
+	}
+	if cfg.MetricDelay <= 0 {
+		cfg.MetricDelay = 2 * time.Minute
+	}
+	if cfg.MaxCatchUp <= 0 {
+		cfg.MaxCatchUp = time.Hour
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 20 * time.Second
@@ -147,17 +171,21 @@ func New(cfg Config) (*Poller, error) {
 				MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	p.polls = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "enrichment_cloudwatch_polls_total", Help: "DescribeAlarms polls by integration outcome (ok, error).",
-	}, []string{"outcome"})
+		Name: "enrichment_cloudwatch_polls_total",
+		Help: "Polls of one integration's alarms (DescribeAlarms) or metrics (GetMetricData), by kind (alarms, metrics) and outcome (ok, error).",
+	}, []string{"kind", "outcome"})
 	p.alarms = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "enrichment_cloudwatch_transitions_total", Help: "Alarm state transitions published as ingest.cloudwatch.alarm, by new state.",
 	}, []string{"state"})
+	p.samples = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "enrichment_cloudwatch_metric_samples_total", Help: "Metric datapoints published as ingest.cloudwatch.metric, by namespace.",
+	}, []string{"namespace"})
 	return p, nil
 }
 
 // Collectors are the poller's metrics.
 func (p *Poller) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.polls, p.alarms}
+	return []prometheus.Collector{p.polls, p.alarms, p.samples}
 }
 
 // Run polls every Interval until ctx ends.
@@ -174,28 +202,39 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 }
 
-// PollOnce polls every integration once; one integration's failure is
-// logged and counted, and does not stop the others.
+// PollOnce polls every integration once; one integration's failure (or
+// one kind's: alarms, metrics) is logged and counted, and does not stop
+// the others.
 func (p *Poller) PollOnce(ctx context.Context) {
 	live := map[string]bool{}
 	for _, in := range p.cfg.Integrations.All() {
 		if in.Type != IntegrationType || in.Status == "disabled" {
 			continue
 		}
-		var c integrationConfig
-		if err := json.Unmarshal(in.Config, &c); err != nil || !c.PollAlarms {
+		c, err := cwconn.ParseConfig(in.Config)
+		if err == nil && !c.PollAlarms && len(c.Metrics) == 0 {
 			continue
 		}
 		live[in.ID] = true
-		if err := p.poll(ctx, in, c); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			p.polls.WithLabelValues("error").Inc()
-			p.log.Warn("cloudwatch poll failed", "integrationId", in.ID, "tenantId", in.TenantID, "error", err)
+		log := p.log.With("integrationId", in.ID, "tenantId", in.TenantID, "provider", "cloudwatch")
+		var st *integrationState
+		if err == nil {
+			st, err = p.stateOf(in, c)
+		}
+		if err != nil {
+			p.polls.WithLabelValues("config", "error").Inc()
+			log.Warn("cloudwatch integration not polled", "error", err)
 			continue
 		}
-		p.polls.WithLabelValues("ok").Inc()
+		if c.PollAlarms {
+			p.count(ctx, log, "alarms", p.pollAlarms(ctx, in, c, st))
+		}
+		if len(c.Metrics) > 0 {
+			p.count(ctx, log, "metrics", p.pollMetrics(ctx, in, c, st))
+		}
+		if ctx.Err() != nil {
+			return
+		}
 	}
 	p.mu.Lock()
 	for id := range p.state {
@@ -206,15 +245,24 @@ func (p *Poller) PollOnce(ctx context.Context) {
 	p.mu.Unlock()
 }
 
-func (p *Poller) stateOf(in events.Integration, c integrationConfig) (*integrationState, error) {
+func (p *Poller) count(ctx context.Context, log *slog.Logger, kind string, err error) {
+	if err == nil {
+		p.polls.WithLabelValues(kind, "ok").Inc()
+		return
+	}
+	if ctx.Err() != nil {
+		return // shutting down
+	}
+	p.polls.WithLabelValues(kind, "error").Inc()
+	log.Warn("cloudwatch poll failed", "kind", kind, "class", fault.ClassOf(err).String(), "error", err)
+}
+
+func (p *Poller) stateOf(in events.Integration, c cwconn.Config) (*integrationState, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st, ok := p.state[in.ID]
 	if ok && st.version == in.Version {
 		return st, nil
-	}
-	if c.Region == "" {
-		return nil, errors.New("config has no region")
 	}
 	if c.Endpoint != "" {
 		// The addresses are checked at every dial (Egress.DialControl);
@@ -224,42 +272,24 @@ func (p *Poller) stateOf(in events.Integration, c integrationConfig) (*integrati
 			return nil, errors.New("endpoint must be an https URL without credentials")
 		}
 	}
-	secrets, secret := p.cfg.Secrets, c
-	opts := cw.Options{
-		Region:           c.Region,
-		HTTPClient:       p.http,
-		RetryMaxAttempts: 2,
-		Credentials: aws.NewCredentialsCache(aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) {
-			id, err := secrets.Resolve(ctx, secret.AccessKeyID)
-			if err != nil {
-				return aws.Credentials{}, fmt.Errorf("accessKeyId: %w", err)
-			}
-			key, err := secrets.Resolve(ctx, secret.SecretAccessKey)
-			if err != nil {
-				return aws.Credentials{}, fmt.Errorf("secretAccessKey: %w", err)
-			}
-			return aws.Credentials{AccessKeyID: string(id), SecretAccessKey: string(key), Source: "inthub authref",
-				CanExpire: true, Expires: time.Now().Add(5 * time.Minute)}, nil
-		})),
-	}
-	if c.Endpoint != "" {
-		opts.BaseEndpoint = aws.String(c.Endpoint)
-	}
-	seen := map[string]seenAlarm{}
+	next := &integrationState{version: in.Version, client: cwconn.NewClient(c, p.cfg.Secrets, p.http, 2),
+		seen: map[string]seenAlarm{}, metrics: map[string]*metricState{}}
 	if ok {
-		seen = st.seen // a config change keeps what was already published
+		// A config change keeps what was already published: the alarms
+		// seen, and the metrics whose definition did not change.
+		next.seen, next.alarmsPolled = st.seen, st.alarmsPolled
+		for _, m := range c.Metrics {
+			if old, found := st.metrics[m.ID]; found && reflect.DeepEqual(old.def, m) {
+				next.metrics[m.ID] = old
+			}
+		}
 	}
-	st = &integrationState{version: in.Version, client: cw.New(opts), seen: seen}
-	p.state[in.ID] = st
-	return st, nil
+	p.state[in.ID] = next
+	return next, nil
 }
 
-func (p *Poller) poll(ctx context.Context, in events.Integration, c integrationConfig) error {
-	st, err := p.stateOf(in, c)
-	if err != nil {
-		return err
-	}
-	first := len(st.seen) == 0
+func (p *Poller) pollAlarms(ctx context.Context, in events.Integration, c cwconn.Config, st *integrationState) error {
+	first := !st.alarmsPolled
 	now := p.cfg.Now()
 	input := &cw.DescribeAlarmsInput{MaxRecords: aws.Int32(100)}
 	if c.AlarmNamePrefix != "" {
@@ -273,7 +303,7 @@ func (p *Poller) poll(ctx context.Context, in events.Integration, c integrationC
 		out, err := st.client.DescribeAlarms(cctx, input)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("DescribeAlarms: %w", err)
+			return cwconn.Classify("DescribeAlarms", err)
 		}
 		for _, a := range out.MetricAlarms {
 			if err := p.observe(ctx, in, c, st, a, first, now); err != nil {
@@ -281,6 +311,7 @@ func (p *Poller) poll(ctx context.Context, in events.Integration, c integrationC
 			}
 		}
 		if out.NextToken == nil || *out.NextToken == "" {
+			st.alarmsPolled = true
 			return nil
 		}
 		input.NextToken = out.NextToken
@@ -288,7 +319,7 @@ func (p *Poller) poll(ctx context.Context, in events.Integration, c integrationC
 }
 
 // observe publishes a transition not seen before.
-func (p *Poller) observe(ctx context.Context, in events.Integration, c integrationConfig, st *integrationState, a types.MetricAlarm, first bool, now time.Time) error {
+func (p *Poller) observe(ctx context.Context, in events.Integration, c cwconn.Config, st *integrationState, a types.MetricAlarm, first bool, now time.Time) error {
 	arn := aws.ToString(a.AlarmArn)
 	at := a.StateTransitionedTimestamp
 	if at == nil {
@@ -309,19 +340,26 @@ func (p *Poller) observe(ctx context.Context, in events.Integration, c integrati
 	if err != nil {
 		return err
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	if err := p.cfg.Publisher.Publish(pctx, ev); err != nil {
-		return fmt.Errorf("publish: %w", err)
+	if err := p.publish(ctx, ev); err != nil {
+		return err
 	}
 	st.seen[arn] = seenAlarm{at: *at, state: string(a.StateValue)}
 	p.alarms.WithLabelValues(string(a.StateValue)).Inc()
 	return nil
 }
 
+func (p *Poller) publish(ctx context.Context, ev events.Event) error {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := p.cfg.Publisher.Publish(pctx, ev); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
+}
+
 // alarmEvent builds the ingest event of one transition in the shape of
 // CloudWatch's SNS alarm JSON.
-func alarmEvent(in events.Integration, c integrationConfig, a types.MetricAlarm, arn string, at time.Time, prevState string, now time.Time) (events.Event, error) {
+func alarmEvent(in events.Integration, c cwconn.Config, a types.MetricAlarm, arn string, at time.Time, prevState string, now time.Time) (events.Event, error) {
 	account := ""
 	if parts := strings.Split(arn, ":"); len(parts) > 4 {
 		account = parts[4]
@@ -347,17 +385,19 @@ func alarmEvent(in events.Integration, c integrationConfig, a types.MetricAlarm,
 		"StateChangeTime": at.UTC().Format("2006-01-02T15:04:05.000-0700"), "Region": c.Region, "AlarmArn": arn,
 		"OldStateValue": prevState, "Trigger": trigger,
 	}
+	key := sha256.Sum256([]byte(arn + "@" + at.UTC().Format(time.RFC3339Nano)))
+	return ingestEvent(in, events.SubjectIngestCloudWatchAlarm, "alarm", "poll:"+hex.EncodeToString(key[:16]), doc, now)
+}
+
+func ingestEvent(in events.Integration, subject, kind, delivery string, doc any, now time.Time) (events.Event, error) {
 	payload, err := json.Marshal(doc)
 	if err != nil {
 		return events.Event{}, err
 	}
 	sum := sha256.Sum256(payload)
-	key := sha256.Sum256([]byte(arn + "@" + at.UTC().Format(time.RFC3339Nano)))
-	delivery := "poll:" + hex.EncodeToString(key[:16])
-	received := now.UTC().Truncate(time.Millisecond)
-	ev, err := events.New(events.SubjectIngestCloudWatchAlarm, Source, in.TenantID, events.Ingested{
-		IntegrationID: in.ID, TenantID: in.TenantID, Provider: "cloudwatch", Kind: "alarm", DeliveryID: delivery,
-		Via: events.ViaPoll, ReceivedAt: received, BodySHA256: hex.EncodeToString(sum[:]), Payload: payload})
+	ev, err := events.New(subject, Source, in.TenantID, events.Ingested{
+		IntegrationID: in.ID, TenantID: in.TenantID, Provider: "cloudwatch", Kind: kind, DeliveryID: delivery,
+		Via: events.ViaPoll, ReceivedAt: now.UTC().Truncate(time.Millisecond), BodySHA256: hex.EncodeToString(sum[:]), Payload: payload})
 	if err != nil {
 		return events.Event{}, err
 	}

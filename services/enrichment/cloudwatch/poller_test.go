@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"inthub.dev/events"
+	"inthub.dev/pkg/connectors/cloudwatch/cloudwatchtest"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/services/enrichment/cloudwatch"
 	"inthub.dev/services/enrichment/ingress"
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 const (
 	tenant = "0b5a3bb0-6a43-4d7e-9a39-6f1f9d9a00a1"
 	cwID   = "0190f1c2-7a3b-7c4d-8e5f-0a1b2c3d4e03"
-	akid   = "AKIDEXAMPLE"
+	akid   = cloudwatchtest.DefaultAccessKey
 )
 
 // testWriter sends the poller's log to the test's.
@@ -104,7 +105,7 @@ func newPoller(t *testing.T, ins integrations, now *time.Time) (*cloudwatch.Poll
 	_ = json.Unmarshal(ins[0].Config, &c)
 	port := portOf(t, strings.Replace(c.Endpoint, "user:pw@", "", 1))
 	p, err := cloudwatch.New(cloudwatch.Config{Integrations: ins, Publisher: pub,
-		Secrets:  secrets{"authref://env/AK": akid, "authref://env/SK": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"},
+		Secrets:  secrets{"authref://env/AK": akid, "authref://env/SK": cloudwatchtest.DefaultSecretKey},
 		Interval: time.Minute, Egress: egress.Policy{AllowLoopback: true, AllowHTTP: true, AllowPorts: []int{port}},
 		Timeout: 5 * time.Second, Now: func() time.Time { return *now },
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
@@ -118,11 +119,11 @@ func newPoller(t *testing.T, ins integrations, now *time.Time) (*cloudwatch.Poll
 // transitions, later polls each new one once, across pages; what is
 // published maps with the default rules like an SNS alarm.
 func TestPollerTransitions(t *testing.T) {
-	cw := newFakeCloudWatch(t, akid)
+	cw := cloudwatchtest.New(t, cloudwatchtest.Options{AlarmPageSize: 2})
 	now := time.Date(2026, 5, 6, 10, 5, 30, 0, time.UTC)
-	cw.set(alarm{"checkout-5xx", "ALARM", "Threshold Crossed", "checkout", now.Add(-30 * time.Second)})
-	cw.set(alarm{"billing-5xx", "OK", "fine", "billing", now.Add(-48 * time.Hour)})
-	cw.set(alarm{"search-latency", "OK", "fine", "search", now.Add(-time.Hour)})
+	cw.SetAlarm(cloudwatchtest.Alarm{Name: "checkout-5xx", State: "ALARM", Reason: "Threshold Crossed", Service: "checkout", At: now.Add(-30 * time.Second)})
+	cw.SetAlarm(cloudwatchtest.Alarm{Name: "billing-5xx", State: "OK", Reason: "fine", Service: "billing", At: now.Add(-48 * time.Hour)})
+	cw.SetAlarm(cloudwatchtest.Alarm{Name: "search-latency", State: "OK", Reason: "fine", Service: "search", At: now.Add(-time.Hour)})
 	p, pub := newPoller(t, integrations{cwIntegration(cw.URL, 1)}, &now)
 	ctx := context.Background()
 
@@ -162,8 +163,8 @@ func TestPollerTransitions(t *testing.T) {
 		t.Fatalf("an unchanged poll published: %d", n)
 	}
 	now = now.Add(time.Minute)
-	cw.set(alarm{"billing-5xx", "ALARM", "Threshold Crossed", "billing", now.Add(-10 * time.Second)})
-	cw.set(alarm{"checkout-5xx", "OK", "recovered", "checkout", now.Add(-5 * time.Second)})
+	cw.SetAlarm(cloudwatchtest.Alarm{Name: "billing-5xx", State: "ALARM", Reason: "Threshold Crossed", Service: "billing", At: now.Add(-10 * time.Second)})
+	cw.SetAlarm(cloudwatchtest.Alarm{Name: "checkout-5xx", State: "OK", Reason: "recovered", Service: "checkout", At: now.Add(-5 * time.Second)})
 	p.PollOnce(ctx)
 	got = pub.all()
 	if len(got) != 3 {
@@ -199,18 +200,24 @@ func TestPollerFailures(t *testing.T) {
 	now := time.Date(2026, 5, 6, 10, 5, 30, 0, time.UTC)
 	cases := []struct {
 		name  string
-		setup func(*fakeCloudWatch) events.Integration
+		opts  cloudwatchtest.Options
+		setup func(*cloudwatchtest.Server) events.Integration
 		calls bool
 	}{
-		{"wrong access key", func(f *fakeCloudWatch) events.Integration {
-			f.accessKey = "AKIDOTHER"
+		{"wrong access key", cloudwatchtest.Options{AccessKey: "AKIDOTHER"}, func(f *cloudwatchtest.Server) events.Integration {
 			return cwIntegration(f.URL, 1)
 		}, true},
-		{"throttled", func(f *fakeCloudWatch) events.Integration { f.throttle = true; return cwIntegration(f.URL, 1) }, true},
-		{"endpoint with credentials", func(f *fakeCloudWatch) events.Integration {
+		{"wrong secret key", cloudwatchtest.Options{SecretKey: "another-secret"}, func(f *cloudwatchtest.Server) events.Integration {
+			return cwIntegration(f.URL, 1)
+		}, true},
+		{"throttled", cloudwatchtest.Options{}, func(f *cloudwatchtest.Server) events.Integration {
+			f.SetFault(cloudwatchtest.Throttle)
+			return cwIntegration(f.URL, 1)
+		}, true},
+		{"endpoint with credentials", cloudwatchtest.Options{}, func(f *cloudwatchtest.Server) events.Integration {
 			return cwIntegration(strings.Replace(f.URL, "http://", "http://user:pw@", 1), 1)
 		}, false},
-		{"not polled", func(f *fakeCloudWatch) events.Integration {
+		{"not polled", cloudwatchtest.Options{}, func(f *cloudwatchtest.Server) events.Integration {
 			in := cwIntegration(f.URL, 1)
 			in.Config = json.RawMessage(strings.Replace(string(in.Config), `"pollAlarms":true`, `"pollAlarms":false`, 1))
 			return in
@@ -218,16 +225,14 @@ func TestPollerFailures(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cw := newFakeCloudWatch(t, akid)
-			cw.set(alarm{"checkout-5xx", "ALARM", "x", "checkout", now.Add(-time.Second)})
+			cw := cloudwatchtest.New(t, tc.opts)
+			cw.SetAlarm(cloudwatchtest.Alarm{Name: "checkout-5xx", State: "ALARM", Reason: "x", Service: "checkout", At: now.Add(-time.Second)})
 			p, pub := newPoller(t, integrations{tc.setup(cw)}, &now)
 			p.PollOnce(context.Background())
 			if len(pub.all()) != 0 {
 				t.Fatal("published despite the failure")
 			}
-			cw.mu.Lock()
-			calls := cw.requests
-			cw.mu.Unlock()
+			calls := cw.Requests("")
 			if (calls > 0) != tc.calls {
 				t.Fatalf("%d calls to CloudWatch", calls)
 			}
@@ -254,9 +259,9 @@ func TestPollerFailures(t *testing.T) {
 // The egress policy applies at dial time: without AllowLoopback the fake
 // on 127.0.0.1 is never reached.
 func TestPollerEgress(t *testing.T) {
-	cw := newFakeCloudWatch(t, akid)
+	cw := cloudwatchtest.New(t, cloudwatchtest.Options{})
 	now := time.Now()
-	cw.set(alarm{"checkout-5xx", "ALARM", "x", "checkout", now})
+	cw.SetAlarm(cloudwatchtest.Alarm{Name: "checkout-5xx", State: "ALARM", Reason: "x", Service: "checkout", At: now})
 	pub := &publisher{}
 	p, err := cloudwatch.New(cloudwatch.Config{Integrations: integrations{cwIntegration(cw.URL, 1)}, Publisher: pub,
 		Secrets: secrets{"authref://env/AK": akid, "authref://env/SK": "k"}, Egress: egress.Policy{AllowHTTP: true, AllowPorts: []int{portOf(t, cw.URL)}},
@@ -265,9 +270,7 @@ func TestPollerEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.PollOnce(context.Background())
-	cw.mu.Lock()
-	defer cw.mu.Unlock()
-	if cw.requests != 0 || len(pub.all()) != 0 {
-		t.Fatalf("reached a loopback endpoint: %d requests", cw.requests)
+	if n := cw.Requests(""); n != 0 || len(pub.all()) != 0 {
+		t.Fatalf("reached a loopback endpoint: %d requests", n)
 	}
 }
