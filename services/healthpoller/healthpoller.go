@@ -88,15 +88,16 @@ type Config struct {
 	// PublishRetryEvery is how often the spool is retried while NATS stays
 	// down (bus default 1s).
 	PublishRetryEvery time.Duration
-	// Partitions, LeaseTTL, LeaseRenew, LeaseReplicas and ReplicaID
-	// configure how replicas share the work; see partition.Config (64,
-	// 15s, LeaseTTL/3, 1, host name + random).
-	Partitions    int
-	LeaseTTL      time.Duration
-	LeaseRenew    time.Duration
-	LeaseReplicas int
-	ReplicaID     string
-	Logger        *slog.Logger
+	// Partitions, LeaseTTL, LeaseRenew and ReplicaID configure how
+	// replicas share the work; see partition.Config (64, 15s,
+	// LeaseTTL/3, host name + random).
+	Partitions int
+	LeaseTTL   time.Duration
+	LeaseRenew time.Duration
+	ReplicaID  string
+	// Topology lays out the lease buckets like the fleet's streams.
+	Topology bus.Topology
+	Logger   *slog.Logger
 	// TracerProvider traces the checks, the provider calls they make and
 	// the publishing of their results (default: no tracing). The first
 	// check after a change of an integration continues the change's trace.
@@ -203,7 +204,7 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	}
 	s.part, err = partition.New(js, partition.Config{
 		Partitions: cfg.Partitions, TTL: cfg.LeaseTTL, Renew: cfg.LeaseRenew,
-		Replicas: cfg.LeaseReplicas, ID: cfg.ReplicaID,
+		Topology: cfg.Topology, ID: cfg.ReplicaID,
 		OnChange: s.onOwnership, Logger: cfg.Logger,
 	})
 	if err != nil {

@@ -7,12 +7,13 @@ import (
 	"io"
 	"log/slog"
 
+	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/telemetry"
 	"inthub.dev/services/annotation"
 	"inthub.dev/services/internal/cli"
 )
 
-var command = cli.Command{Name: "annotation", Head: usageHead, Options: []cli.Option{
+var command = cli.Command{Name: "annotation", Head: usageHead, Options: append([]cli.Option{
 	cli.Flag("nats-url", "NATS_URL", "nats://127.0.0.1:4250", "NATS servers, comma-separated"),
 	cli.Flag("listen", "ANNOTATION_LISTEN", "127.0.0.1:8082", "HTTP address of /healthz, /readyz and /metrics"),
 	cli.Flag("data-dir", "ANNOTATION_DATA_DIR", "./.inthub/annotation", "local state: the spool of result events waiting for NATS"),
@@ -27,7 +28,7 @@ var command = cli.Command{Name: "annotation", Head: usageHead, Options: []cli.Op
 	cli.Flag("offline-after", "ANNOTATION_OFFLINE_AFTER", "2m", "an integration's breaker open this long: its requests go to the spool"),
 	cli.EgressPortsFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
-}}
+}, cli.TopologyFlags()...)}
 
 const usageHead = `Usage: annotation [flags]
 
@@ -59,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg.TracerProvider = tel.TracerProvider()
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowHTTP = dev
-	nc, err := cli.ConnectNATS(natsURL, "inthub-annotation")
+	nc, err := cli.ConnectNATS(natsURL, "inthub-annotation", cli.NATSEventLog(cfg.Logger)...)
 	if err != nil {
 		return err
 	}
@@ -109,6 +110,10 @@ func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev 
 		return
 	}
 	if cfg.Egress.AllowPorts, err = v.Ports("egress-allow-ports"); err != nil {
+		return
+	}
+	cfg.Streams = bus.DefaultStreamSettings()
+	if cfg.Streams.Topology, err = v.Topology(); err != nil {
 		return
 	}
 	if v.String("data-dir") == "" {

@@ -15,7 +15,7 @@ import (
 	"inthub.dev/services/internal/cli"
 )
 
-var command = cli.Command{Name: "enrichment", Head: usageHead, Options: []cli.Option{
+var command = cli.Command{Name: "enrichment", Head: usageHead, Options: append([]cli.Option{
 	cli.Flag("nats-url", "NATS_URL", "nats://127.0.0.1:4250", "NATS servers, comma-separated"),
 	cli.Flag("roles", "ENRICHMENT_ROLES", "ingress,mapper,correlator", "what this process runs: ingress, mapper, correlator, poller (CloudWatch alarms; run it in one replica) (comma-separated)"),
 	cli.Flag("listen", "ENRICHMENT_LISTEN", "127.0.0.1:8083", `HTTP address of /healthz, /readyz and /metrics ("-": none)`),
@@ -35,8 +35,7 @@ var command = cli.Command{Name: "enrichment", Head: usageHead, Options: []cli.Op
 	cli.Flag("max-body", "ENRICHMENT_MAX_BODY", "786432", "largest webhook body in bytes (also capped by NATS max_payload)"),
 	cli.Flag("concurrency", "ENRICHMENT_CONCURRENCY", "8", "messages handled at once per worker"),
 	cli.Flag("max-deliver", "ENRICHMENT_MAX_DELIVER", "5", "deliveries of a message before a transient failure is dead-lettered"),
-	cli.Flag("stream-replicas", "INTHUB_STREAM_REPLICAS", "1", "replicas per stream (3 on a cluster)"),
-}}
+}, cli.TopologyFlags()...)}
 
 const usageHead = `Usage: enrichment [flags]
 
@@ -118,12 +117,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.MaxBody = int64(maxBody)
-	replicas, err := v.Int("stream-replicas", 1)
-	if err != nil {
+	cfg.Streams = bus.DefaultStreamSettings()
+	if cfg.Streams.Topology, err = v.Topology(); err != nil {
 		return err
 	}
-	cfg.Streams = bus.DefaultStreamSettings()
-	cfg.Streams.Replicas = replicas
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "enrichment")
 	cfg.Logger = log
@@ -134,7 +131,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer tel.Close(log)
 	log.Info("tracing", "exporter", tel.String())
 	cfg.TracerProvider = tel.TracerProvider()
-	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-enrichment")
+	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-enrichment", cli.NATSEventLog(log)...)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 	"inthub.dev/services/internal/cli"
 )
 
-var command = cli.Command{Name: "health-poller", Head: usageHead, Options: []cli.Option{
+var command = cli.Command{Name: "health-poller", Head: usageHead, Options: append([]cli.Option{
 	cli.Flag("nats-url", "NATS_URL", "nats://127.0.0.1:4250", "NATS servers, comma-separated"),
 	cli.Flag("listen", "HEALTHPOLLER_LISTEN", "127.0.0.1:8081", "HTTP address of /healthz, /readyz and /metrics"),
 	cli.Flag("data-dir", "HEALTHPOLLER_DATA_DIR", "./.inthub/health-poller", "local state: the spool of results waiting for NATS"),
@@ -23,11 +23,10 @@ var command = cli.Command{Name: "health-poller", Head: usageHead, Options: []cli
 	cli.Flag("partitions", "HEALTHPOLLER_PARTITIONS", "64", "partitions the integrations are shared in between replicas; the same on every replica"),
 	cli.Flag("lease-ttl", "HEALTHPOLLER_LEASE_TTL", "15s", "how long a replica's partitions outlive its last renewal: how soon the others cover for a dead one"),
 	cli.Flag("lease-renew", "HEALTHPOLLER_LEASE_RENEW", "5s", "how often leases are renewed and shares rebalanced; at most half the lease TTL"),
-	cli.Flag("lease-replicas", "HEALTHPOLLER_LEASE_REPLICAS", "1", "replicas of the lease buckets in a NATS cluster (3 in a cluster of 3)"),
 	cli.Flag("replica-id", "HEALTHPOLLER_REPLICA_ID", "", "this replica's name in the lease buckets (letters, digits, - and _); default host name + random"),
 	cli.EgressPortsFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
-}}
+}, cli.TopologyFlags()...)}
 
 const usageHead = `Usage: health-poller [flags]
 
@@ -84,7 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if ttl < time.Second || renew > ttl/2 {
 		return cli.Usagef("--lease-ttl %v, --lease-renew %v: the TTL must be at least 1s and the renew period at most half of it", ttl, renew)
 	}
-	leaseReplicas, err := v.Int("lease-replicas", 1)
+	topo, err := v.Topology()
 	if err != nil {
 		return err
 	}
@@ -101,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer tel.Close(log)
 	log.Info("tracing", "exporter", tel.String())
-	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-health-poller")
+	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-health-poller", cli.NATSEventLog(log)...)
 	if err != nil {
 		return err
 	}
@@ -109,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := healthpoller.Config{
 		Listen: get("listen"), DataDir: get("data-dir"), DefaultInterval: interval,
 		MaxConcurrent: maxConc, MaxPerProvider: maxProv, Logger: log,
-		Partitions: parts, LeaseTTL: ttl, LeaseRenew: renew, LeaseReplicas: leaseReplicas, ReplicaID: get("replica-id"),
+		Partitions: parts, LeaseTTL: ttl, LeaseRenew: renew, Topology: topo, ReplicaID: get("replica-id"),
 		TracerProvider: tel.TracerProvider(),
 	}
 	cfg.Egress.AllowLoopback = dev

@@ -19,6 +19,7 @@ import (
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/natsembed"
 	"inthub.dev/pkg/telemetry"
+	"inthub.dev/services/internal/cli"
 	"inthub.dev/services/internal/devfleet"
 )
 
@@ -79,14 +80,9 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		log.Info("embedded NATS started", "natsUrl", natsURL, "storeDir", storeDir, "syncAlways", cfg.syncAlways)
 	}
 
-	nc, err := nats.Connect(natsURL,
-		nats.Name("inthub-dev"),
-		// Services ride out a NATS restart rather than exit; the dev fleet
-		// does the same so it behaves like a deployment.
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(5*time.Second),
-	)
+	// Services ride out a NATS restart rather than exit; the dev fleet
+	// connects as they do (but fails at once if NATS is not there, below).
+	nc, err := nats.Connect(natsURL, append(cli.NATSOptions("inthub-dev"), cli.NATSEventLog(log)...)...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w (is it running, with JetStream enabled? unset NATS_URL to use the embedded server)", natsURL, err)
 	}
@@ -141,6 +137,7 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		NATSURL:            natsURL,
 		NATS:               nc,
 		JS:                 js,
+		Streams:            settings,
 		DatabaseURL:        databaseURL,
 		Log:                base,
 		DataDir:            dataDir,

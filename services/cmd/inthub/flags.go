@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"inthub.dev/services/internal/cli"
 )
 
 // Defaults of `inthub dev`. The NATS port is not 4222 because a system NATS
@@ -53,7 +55,7 @@ var devFlags = []flagDoc{
 	{"nats-port", "PORT", "INTHUB_NATS_PORT", strconv.Itoa(defaultNATSPort), "port of the embedded NATS server on 127.0.0.1; 0 picks a free one (printed at start)"},
 	{"database-url", "URL", "DATABASE_URL", defaultDatabaseURL, "PostgreSQL; the database is created if missing"},
 	{"sync-always", "", "INTHUB_SYNC_ALWAYS", "false", "embedded JetStream fsyncs every write before acking it (see Durability)"},
-	{"replicas", "N", "INTHUB_STREAM_REPLICAS", "1", "replicas per stream; 3 when --nats-url points at a cluster"},
+	{"replicas", "N", "INTHUB_STREAM_REPLICAS", "1", "replicas of every stream and KV bucket; 3 when --nats-url names a cluster of 3 (the embedded server is one node)"},
 	{"catalog-listen", "ADDR", "CATALOG_LISTEN", "127.0.0.1:8080", "address of the catalog API; 127.0.0.1:0 picks a free port (printed at start)"},
 	{"health-poller-listen", "ADDR", "HEALTHPOLLER_LISTEN", "127.0.0.1:8081", "address of the health poller's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
 	{"annotation-listen", "ADDR", "ANNOTATION_LISTEN", "127.0.0.1:8082", "address of the annotation worker's /healthz, /readyz, /metrics; 127.0.0.1:0 picks a free port"},
@@ -173,6 +175,18 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	}
 	if cfg.dataDir == "" {
 		return cfg, usageError{errors.New("--data-dir must not be empty")}
+	}
+	if cfg.natsURL != "" {
+		if cfg.natsURL, err = cli.NATSServers(cfg.natsURL); err != nil {
+			return cfg, usageError{fmt.Errorf("--nats-url: %w", err)}
+		}
+	}
+	// The embedded server is one node; replicas need a cluster.
+	if cfg.natsURL == "" && cfg.replicas != 1 {
+		return cfg, usageError{fmt.Errorf("--replicas %d needs --nats-url naming a NATS cluster (the embedded server is a single node)", cfg.replicas)}
+	}
+	if cfg.replicas < 1 || cfg.replicas > 5 {
+		return cfg, usageError{fmt.Errorf("--replicas %d is outside 1..5", cfg.replicas)}
 	}
 	if cfg.healthInterval < time.Second {
 		return cfg, usageError{fmt.Errorf("--health-interval %v: want at least 1s", cfg.healthInterval)}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"inthub.dev/pkg/bus"
 	"inthub.dev/services/annotation"
 	"inthub.dev/services/catalog"
 	"inthub.dev/services/catalog/auth"
@@ -51,7 +50,7 @@ func buildCatalog(d devfleet.Deps) (devfleet.Component, error) {
 	svc, err := catalog.New(catalog.Config{
 		Listen:      d.CatalogListen,
 		DatabaseURL: d.DatabaseURL,
-		Streams:     bus.DefaultStreamSettings(),
+		Streams:     d.Streams,
 		Auth: auth.Config{Issuer: devIssuer, Audience: devAudience, DevMode: true,
 			DevHS256Secret: secret, Logger: d.Log},
 		Logger:         d.Log,
@@ -126,6 +125,7 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 		Listen:          d.HealthPollerListen,
 		DataDir:         filepath.Join(d.DataDir, "health-poller"),
 		DefaultInterval: d.HealthInterval,
+		Topology:        d.Streams.Topology,
 		Logger:          d.Log,
 		TracerProvider:  d.Tracing.Service("health-poller"),
 	}
@@ -152,6 +152,7 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 // with loopback and http:// endpoints allowed as the catalog allows them.
 func buildAnnotation(d devfleet.Deps) (devfleet.Component, error) {
 	cfg := annotation.Config{
+		Streams:        d.Streams,
 		Listen:         d.AnnotationListen,
 		DataDir:        filepath.Join(d.DataDir, "annotation"),
 		Logger:         d.Log,
@@ -187,7 +188,7 @@ func buildEnrichment(d devfleet.Deps) (devfleet.Component, error) {
 		WebhookListen:  d.WebhookListen,
 		DataDir:        filepath.Join(d.DataDir, "enrichment"),
 		DatabaseURL:    d.DatabaseURL,
-		Streams:        bus.DefaultStreamSettings(),
+		Streams:        d.Streams,
 		Logger:         d.Log,
 		TracerProvider: d.Tracing.Service("enrichment"),
 	}

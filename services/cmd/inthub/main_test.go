@@ -422,6 +422,9 @@ func TestUsageErrors(t *testing.T) {
 		{"port out of range", []string{"dev", "--nats-port", "70000"}, nil},
 		{"empty data dir", []string{"dev", "--data-dir", ""}, nil},
 		{"bad database url", []string{"dev", "--database-url", "postgres://%zz"}, nil},
+		{"replicas on the embedded server", []string{"dev", "--replicas", "3"}, nil},
+		{"too many replicas", []string{"dev", "--nats-url", "nats://a:1", "--replicas", "7"}, nil},
+		{"bad nats url", []string{"dev", "--nats-url", "http://a:1"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

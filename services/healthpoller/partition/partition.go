@@ -51,6 +51,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"inthub.dev/pkg/bus"
 )
 
 // Bucket names and defaults.
@@ -86,8 +88,9 @@ type Config struct {
 	// Renew is the period of renewals and rebalancing (TTL/3); at most
 	// TTL/2, so one missed renewal does not lose a lease.
 	Renew time.Duration
-	// Replicas is the buckets' replica count in a NATS cluster (1).
-	Replicas int
+	// Topology lays out the buckets (replicas, placement) like the
+	// fleet's streams; the zero value is one replica.
+	Topology bus.Topology
 	// ID names this replica in the buckets; default host name + random.
 	ID string
 	// OnChange gets the partitions held (a fresh slice, indexed by
@@ -148,8 +151,8 @@ func New(js jetstream.JetStream, cfg Config) (*Manager, error) {
 	if cfg.Renew <= 0 || cfg.Renew > cfg.TTL/2 {
 		return nil, fmt.Errorf("partition: renew period %v with a lease TTL of %v: want more than 0 and at most TTL/2", cfg.Renew, cfg.TTL)
 	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
+	if err := cfg.Topology.Validate(); err != nil {
+		return nil, fmt.Errorf("partition: %w", err)
 	}
 	if cfg.ID == "" {
 		cfg.ID = defaultID()
@@ -290,9 +293,9 @@ func (m *Manager) provision(ctx context.Context) error {
 		return fmt.Errorf("lease bucket: %w", err)
 	}
 	mk := func(bucket, desc string, meta map[string]string) (jetstream.KeyValue, error) {
-		kv, err := m.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err := bus.ProvisionKeyValue(ctx, m.js, m.cfg.Topology, jetstream.KeyValueConfig{
 			Bucket: bucket, Description: desc, History: 1, TTL: m.cfg.TTL,
-			Storage: jetstream.FileStorage, Replicas: m.cfg.Replicas, Metadata: meta,
+			Storage: jetstream.FileStorage, Metadata: meta,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("bucket %s: %w", bucket, err)

@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go"
 )
 
 // Option is one flag with the environment variable it defaults to.
@@ -159,15 +157,4 @@ func (v Values) Ports(name string) ([]int, error) {
 func EgressPortsFlag() Option {
 	return Flag("egress-allow-ports", "INTHUB_EGRESS_ALLOW_PORTS", "",
 		"ports besides 443 and 80 that provider endpoints may use, comma-separated (e.g. 8443,8080)")
-}
-
-// ConnectNATS connects as services do: it keeps retrying the first
-// connection and reconnects forever, so a service outlives a NATS restart.
-func ConnectNATS(url, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
-	}
-	return nc, nil
 }

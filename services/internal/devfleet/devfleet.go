@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/telemetry"
 )
 
@@ -29,6 +30,10 @@ type Deps struct {
 	NATSURL string
 	NATS    *nats.Conn
 	JS      jetstream.JetStream
+	// Streams are the settings inthub dev provisioned with; components
+	// that provision streams or buckets use the same (on a cluster, a
+	// component with fewer replicas would otherwise ask for less).
+	Streams bus.StreamSettings
 	// DatabaseURL is empty when PostgreSQL was not reachable at start;
 	// a component that needs it must fail with a clear error then.
 	DatabaseURL string
