@@ -345,6 +345,11 @@ func (a *annotator) me(ctx context.Context) (string, error) {
 		UUID string `json:"uuid"`
 	}
 	if _, err := a.read(ctx, call{op: "read the account", elems: []string{"user"}, scope: "account"}, &u); err != nil {
+		if statusOf(err) == http.StatusForbidden {
+			// A scoped API token without read:user:bitbucket: the
+			// marker alone decides, as for an access token.
+			return "", nil
+		}
 		return "", err
 	}
 	a.c.ann.setMe(u.UUID)

@@ -437,3 +437,18 @@ func TestMarker(t *testing.T) {
 		t.Fatalf("marker %q", m)
 	}
 }
+
+// TestCloudAccountNotReadable: an API token that may not read its account
+// (no read:user:bitbucket) still annotates, the marker alone deciding.
+func TestCloudAccountNotReadable(t *testing.T) {
+	f := flavours[0]
+	s := seeded(t, f)
+	s.AddUser(bitbuckettest.User{Name: botUser, Password: appPassword, Scopes: []string{"pullrequest:write"}})
+	c := newConn(t, s, f, opts{})
+	for i := range 3 {
+		annotate(t, c, commentReq(f, fmt.Sprint("r", i), 1, fmt.Sprint("body ", i), "k", true))
+	}
+	if cs := s.Comments(f.owner()+"/api", prID); len(cs) != 1 || cs[0].Edits != 2 {
+		t.Fatalf("comments %+v", cs)
+	}
+}

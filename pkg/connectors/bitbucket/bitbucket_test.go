@@ -272,7 +272,7 @@ func TestAuthFailures(t *testing.T) {
 			setup: func(s *bitbuckettest.Server) {
 				s.AddUser(bitbuckettest.User{Name: botUser, Password: appPassword, Scopes: []string{"repository"}})
 			},
-			status: connectors.StatusUnhealthy, check: "user", want: "lack the account scope"},
+			status: connectors.StatusDegraded, check: "user", want: "lack the account scope (read:user:bitbucket"},
 		{name: "dc wrong password", f: flavours[2], secret: "nope", status: connectors.StatusUnhealthy, check: "version", want: "401"},
 		{name: "dc token of another project", f: flavours[3],
 			setup: func(s *bitbuckettest.Server) {

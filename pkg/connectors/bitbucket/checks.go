@@ -3,6 +3,7 @@ package bitbucket
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -36,9 +37,16 @@ type run struct {
 }
 
 // failed reports whether the last check failed: after a refused
-// credential or a dead server the next checks would only repeat it.
+// credential or a dead server the next checks would only repeat it. A
+// Cloud account that may not be read (403: an API token without
+// read:user:bitbucket) is no such failure: the credential works, and
+// what the integration is for is still worth checking.
 func (r *run) failed() bool {
-	return len(r.checks) > 0 && !r.checks[len(r.checks)-1].OK
+	if len(r.checks) == 0 {
+		return false
+	}
+	last := r.checks[len(r.checks)-1]
+	return !last.OK && !(last.Capability == CheckUser && statusOf(last.Err) == http.StatusForbidden)
 }
 
 func (r *run) step(ctx context.Context, capability string, fn func(ctx context.Context) (string, response, error)) {
@@ -116,7 +124,7 @@ func (c *Connector) TestConnection(ctx context.Context) connectors.Result {
 	if r.repo != "" {
 		r.step(ctx, CheckBranches, func(ctx context.Context) (string, response, error) { return c.probeBranches(ctx, r) })
 	}
-	return r.finish(CheckUser, CheckVersion, CheckRepos, CheckBranches)
+	return r.finish(CheckVersion, CheckRepos, CheckBranches)
 }
 
 // CheckHealth is the periodic check: the identity (Cloud with a user's
@@ -128,7 +136,7 @@ func (c *Connector) CheckHealth(ctx context.Context) connectors.Result {
 	}
 	c.identity(ctx, r)
 	r.step(ctx, CheckRepos, func(ctx context.Context) (string, response, error) { return c.probeRepos(ctx, r) })
-	return r.finish(CheckUser, CheckVersion, CheckRepos, CheckBranches)
+	return r.finish(CheckVersion, CheckRepos, CheckBranches)
 }
 
 // identity is Cloud's GET /2.0/user (for a user's credential) or Data
