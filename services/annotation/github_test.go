@@ -265,6 +265,18 @@ func TestGitHubWorkerKilledMidLoad(t *testing.T) {
 			t.Errorf("run %s has %d annotations, want 120", r.ExternalID, len(r.Annotations))
 		}
 	}
+	// A request the killed worker completed but did not ack is completed
+	// again by the next one, under the same event id: one event each.
+	c, _ := e.results()
+	per := map[string]int{}
+	for _, x := range c {
+		per[x.RequestID]++
+	}
+	for rid, k := range per {
+		if k != 1 {
+			t.Errorf("request %s: %d scm.annotation.completed, want 1", rid, k)
+		}
+	}
 }
 
 type running struct{ kill func() }

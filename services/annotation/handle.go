@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/google/uuid"
+
 	"inthub.dev/events"
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/connectors"
@@ -193,6 +195,12 @@ func (s *Service) publish(ctx context.Context, tenant string, data any) error {
 	if err != nil {
 		return fault.Permanentf("%s event: %w", subject, err)
 	}
+	if done, ok := data.(events.AnnotationCompleted); ok {
+		// One id per request: a worker that dies after publishing and
+		// before its ack publishes again on the redelivery, and the
+		// stream's duplicate window drops the second.
+		ev.ID = completedID(done.RequestID)
+	}
 	s.mu.Lock()
 	pub := s.pub
 	s.mu.Unlock()
@@ -295,4 +303,11 @@ func (s *Service) Drain(ctx context.Context, id, operator string) (int, error) {
 	s.drained.Add(uint64(len(res.Replayed)))
 	s.m.spoolDropped.Add(float64(len(res.Dropped)))
 	return len(res.Replayed), err
+}
+
+// completedNamespace derives the ids of scm.annotation.completed events.
+var completedNamespace = uuid.MustParse("6f0f6a52-2d0e-4b9c-8a59-3c4b7d1e9a20")
+
+func completedID(requestID string) string {
+	return uuid.NewSHA1(completedNamespace, []byte(events.SubjectAnnotationCompleted+"\n"+requestID)).String()
 }
