@@ -615,3 +615,16 @@ func TestLogsHoldNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestDataCenterCaptcha: after failed logins Data Center wants a CAPTCHA
+// and refuses Basic auth until someone logs in through the web UI; the
+// message says so rather than "wrong password".
+func TestDataCenterCaptcha(t *testing.T) {
+	f := flavours[2]
+	s := seeded(t, f)
+	s.Fail(bitbuckettest.RouteAll, bitbuckettest.Fault{Status: 401, Header: http.Header{"X-Seraph-Loginreason": {"AUTHENTICATION_DENIED"}}})
+	r := newConn(t, s, f, opts{}).CheckHealth(t.Context())
+	if r.Class != fault.ClassPermanent || !strings.Contains(r.Message, "CAPTCHA") {
+		t.Fatalf("%s %v: %s", r.Status, r.Class, r.Message)
+	}
+}
