@@ -212,7 +212,7 @@ func (p *Poller) PollOnce(ctx context.Context) {
 			continue
 		}
 		c, err := cwconn.ParseConfig(in.Config)
-		if err == nil && !c.PollAlarms && len(c.Metrics) == 0 {
+		if !wantsPolling(in.Config, c, err) {
 			continue
 		}
 		live[in.ID] = true
@@ -243,6 +243,21 @@ func (p *Poller) PollOnce(ctx context.Context) {
 		}
 	}
 	p.mu.Unlock()
+}
+
+// wantsPolling: the config asks for alarms or metrics. A config that does
+// not parse is reported only if it seems to ask (an SNS-only integration
+// is none of the poller's business).
+func wantsPolling(raw json.RawMessage, c cwconn.Config, err error) bool {
+	if err == nil {
+		return c.PollAlarms || len(c.Metrics) > 0
+	}
+	var loose struct {
+		PollAlarms bool            `json:"pollAlarms"`
+		Metrics    json.RawMessage `json:"metrics"`
+	}
+	_ = json.Unmarshal(raw, &loose)
+	return loose.PollAlarms || len(loose.Metrics) > 0
 }
 
 func (p *Poller) count(ctx context.Context, log *slog.Logger, kind string, err error) {
