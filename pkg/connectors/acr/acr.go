@@ -1,0 +1,314 @@
+// Package acr is the registry.acr connector: Azure Container Registry
+// through the OCI distribution API (package oci), with a service principal
+// or the registry's admin user.
+//
+// A service principal authenticates in three steps, as `az acr login`
+// does: an AAD access token from the client-credentials grant
+// (POST {authorityHost}/{tenantId}/oauth2/v2.0/token), exchanged at the
+// registry for an ACR refresh token (POST /oauth2/exchange), which is the
+// password, beside the user 00000000-0000-0000-0000-000000000000, of the
+// distribution token flow. Both tokens are cached until shortly before
+// they expire; a refresh token the registry refuses is dropped, so the
+// next call exchanges again. The admin user is plain basic credentials.
+package acr
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/oci"
+	"inthub.dev/pkg/fault"
+	"inthub.dev/schemas"
+)
+
+// Type is the integration type id.
+const Type = "registry.acr"
+
+// Authentication modes.
+const (
+	ModeServicePrincipal = "service_principal"
+	ModeAdmin            = "admin"
+)
+
+// Defaults of the public Azure cloud.
+const (
+	DefaultAuthorityHost = "https://login.microsoftonline.com"
+	// ScopeManagement and ScopeACR are the audiences the exchange accepts.
+	ScopeManagement = "https://management.azure.com/.default"
+	ScopeACR        = "https://containerregistry.azure.net/.default"
+)
+
+func init() {
+	schema, err := schemas.ConfigSchema(Type)
+	if err != nil {
+		// The schema is embedded: its absence is a broken build.
+		panic(err)
+	}
+	connectors.Default().Register(connectors.Info{
+		Type:         Type,
+		Provider:     "acr",
+		DisplayName:  "Azure Container Registry",
+		Description:  "Azure Container Registry with a service principal (AAD token → ACR refresh token) or the admin user: tags, tag → digest, manifests, repositories.",
+		Capabilities: []string{"auth", "ping", "repos", "tags", "digest", "manifest"},
+		ConfigSchema: schema,
+	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+}
+
+// Interface guards.
+var (
+	_ connectors.Connector     = (*Connector)(nil)
+	_ connectors.Discoverer    = (*Connector)(nil)
+	_ connectors.ImageRegistry = (*Connector)(nil)
+)
+
+// Config is the integration's config (schemas/config/registry.acr.json).
+type Config struct {
+	// Endpoint is the registry's login server, https://<name>.azurecr.io.
+	Endpoint string `json:"endpoint"`
+	AuthMode string `json:"authMode,omitempty"`
+	// Service principal.
+	TenantID string `json:"tenantId,omitempty"`
+	ClientID string `json:"clientId,omitempty"`
+	// ClientSecret is an AuthRef URI; the integration's AuthRef if empty.
+	ClientSecret  string `json:"clientSecret,omitempty"`
+	Scope         string `json:"scope,omitempty"`
+	AuthorityHost string `json:"authorityHost,omitempty"`
+	// Admin user.
+	Username string `json:"username,omitempty"`
+	// Password is an AuthRef URI; the integration's AuthRef if empty.
+	Password string `json:"password,omitempty"`
+
+	Insecure              bool   `json:"insecure,omitempty"`
+	ProbeRepository       string `json:"probeRepository,omitempty"`
+	ProbeTag              string `json:"probeTag,omitempty"`
+	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
+	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+}
+
+// ConfigError names the config field that is wrong.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return "registry.acr: " + e.Field + " " + e.Reason }
+
+// Connector is one ACR integration. It is safe for concurrent use.
+type Connector struct {
+	cfg     connectors.Config
+	conf    Config
+	invalid error
+	log     *slog.Logger
+	// tokens is the service principal's chain; nil in admin mode.
+	tokens *tokens
+	reg    *oci.Connector
+}
+
+// New builds a connector without I/O; a config that decodes but is wrong
+// is reported by Validate and by every call.
+func New(cfg connectors.Config) (*Connector, error) {
+	var conf Config
+	if len(cfg.Config) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&conf); err != nil {
+			return nil, fault.Permanent(fmt.Errorf("registry.acr: config: %w", err))
+		}
+	}
+	if conf.AuthMode == "" {
+		conf.AuthMode = ModeServicePrincipal
+	}
+	if conf.Scope == "" {
+		conf.Scope = ScopeManagement
+	}
+	if conf.AuthorityHost == "" {
+		conf.AuthorityHost = DefaultAuthorityHost
+	}
+	switch conf.AuthMode {
+	case ModeServicePrincipal:
+		if conf.ClientSecret == "" {
+			conf.ClientSecret = cfg.AuthRef
+		}
+	case ModeAdmin:
+		if conf.Password == "" {
+			conf.Password = cfg.AuthRef
+		}
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Now = now
+	c := &Connector{cfg: cfg, conf: conf,
+		log: log.With("provider", "acr", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)}
+	c.invalid = c.check()
+	if c.invalid == nil && conf.AuthMode == ModeServicePrincipal {
+		c.tokens = c.newTokens(now)
+	}
+	c.reg = oci.NewWithOptions(cfg, c.ociConfig(conf.ProbeRepository), c.ociOptions())
+	if c.invalid == nil {
+		if err := c.reg.Validate(); err != nil {
+			var ce *oci.ConfigError
+			if errors.As(err, &ce) {
+				err = fault.Permanent(&ConfigError{Field: ce.Field, Reason: ce.Reason})
+			}
+			c.invalid = err
+		}
+	}
+	return c, nil
+}
+
+func (c *Connector) newTokens(now func() time.Time) *tokens {
+	timeout := 30 * time.Second
+	if c.conf.TimeoutSeconds > 0 {
+		timeout = time.Duration(c.conf.TimeoutSeconds) * time.Second
+	}
+	authority, _ := url.Parse(strings.TrimSuffix(c.conf.AuthorityHost, "/"))
+	endpoint, _ := url.Parse(c.conf.Endpoint)
+	return &tokens{
+		client:    c.httpClient,
+		secrets:   c.cfg.Secrets,
+		now:       now,
+		timeout:   timeout,
+		authority: &url.URL{Scheme: authority.Scheme, Host: authority.Host, Path: authority.Path},
+		registry:  &url.URL{Scheme: endpoint.Scheme, Host: endpoint.Host},
+		tenant:    c.conf.TenantID,
+		clientID:  c.conf.ClientID,
+		secretRef: c.conf.ClientSecret,
+		scope:     c.conf.Scope,
+		sem:       make(chan struct{}, 1),
+	}
+}
+
+// check validates what is ACR's own; oci checks the endpoint, the probe
+// names and the timeout.
+func (c *Connector) check() error {
+	conf := c.conf
+	invalid := func(field, format string, args ...any) error {
+		return fault.Permanent(&ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	authref := func(field, v string) error {
+		if !strings.HasPrefix(v, "authref://") {
+			// Never quote the value: it may be the secret itself.
+			return invalid(field, "must be an AuthRef URI (authref://...), not a secret in clear")
+		}
+		return nil
+	}
+	if conf.Endpoint == "" {
+		return invalid("endpoint", "is required (the login server, https://<name>.azurecr.io)")
+	}
+	if u, err := url.Parse(conf.Endpoint); err != nil || u.Host == "" {
+		return invalid("endpoint", "must be an absolute http(s) URL")
+	}
+	switch conf.AuthMode {
+	case ModeServicePrincipal:
+		if conf.Username != "" || conf.Password != "" {
+			return invalid("username", "belongs to authMode admin; a service principal uses tenantId, clientId and clientSecret")
+		}
+		if conf.TenantID == "" || strings.ContainsAny(conf.TenantID, "/?#% ") {
+			return invalid("tenantId", "is required (the directory's id or domain)")
+		}
+		if conf.ClientID == "" {
+			return invalid("clientId", "is required (the service principal's application id)")
+		}
+		if conf.ClientSecret == "" {
+			return invalid("clientSecret", "is required (or the integration's AuthRef)")
+		}
+		if err := authref("clientSecret", conf.ClientSecret); err != nil {
+			return err
+		}
+		if !strings.HasPrefix(conf.Scope, "https://") || !strings.HasSuffix(conf.Scope, "/.default") {
+			return invalid("scope", "must be an AAD resource scope ending in /.default, e.g. %s", ScopeManagement)
+		}
+		u, err := url.Parse(conf.AuthorityHost)
+		if err != nil || u.Host == "" || u.RawQuery != "" || u.User != nil {
+			return invalid("authorityHost", "must be an absolute https URL")
+		}
+		if u.Scheme != "https" && !(u.Scheme == "http" && conf.Insecure) {
+			return invalid("authorityHost", "must be https")
+		}
+	case ModeAdmin:
+		if conf.TenantID != "" || conf.ClientID != "" || conf.ClientSecret != "" {
+			return invalid("authMode", "is admin, so tenantId, clientId and clientSecret must be empty")
+		}
+		if conf.Username == "" {
+			return invalid("username", "is required for authMode admin (the registry's admin user name)")
+		}
+		if conf.Password == "" {
+			return invalid("password", "is required for authMode admin (or the integration's AuthRef)")
+		}
+		if err := authref("password", conf.Password); err != nil {
+			return err
+		}
+	default:
+		return invalid("authMode", "must be %s or %s", ModeServicePrincipal, ModeAdmin)
+	}
+	return nil
+}
+
+func (c *Connector) Type() string     { return Type }
+func (c *Connector) Provider() string { return "acr" }
+func (c *Connector) Validate() error  { return c.invalid }
+func (c *Connector) Close() error     { return c.reg.Close() }
+
+func (c *Connector) httpClient() *http.Client {
+	if c.cfg.HTTPClient != nil {
+		return c.cfg.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+// ListRepositories lists one page of the registry's catalog; ACR serves
+// /v2/_catalog to principals with a pull role.
+func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptions) (connectors.Page[connectors.Repository], error) {
+	if c.invalid != nil {
+		return connectors.Page[connectors.Repository]{}, c.invalid
+	}
+	return c.reg.ListRepositories(ctx, o)
+}
+
+// ListBranches is not a registry concept.
+func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
+	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.acr: branches: %w", errors.ErrUnsupported))
+}
+
+func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
+	if c.invalid != nil {
+		return connectors.Page[connectors.Tag]{}, c.invalid
+	}
+	return c.reg.ListTags(ctx, repo, o)
+}
+
+func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
+	if c.invalid != nil {
+		return "", c.invalid
+	}
+	return c.reg.ResolveTag(ctx, repo, tag)
+}
+
+func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
+	if c.invalid != nil {
+		return connectors.Manifest{}, c.invalid
+	}
+	return c.reg.FetchManifest(ctx, repo, reference)
+}
+
+func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
+	if c.invalid != nil {
+		return c.invalid
+	}
+	return c.reg.VerifyDigest(ctx, repo, digest)
+}
