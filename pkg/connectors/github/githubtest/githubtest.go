@@ -269,6 +269,7 @@ type Server struct {
 	writeTimes        []time.Time // content-creating requests of the last hour
 
 	ann annotationState
+	act actionsState // actions.go
 }
 
 // randomFault fails a share of a route's calls.
@@ -610,6 +611,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+p+"/repos/{owner}/{repo}/branches", s.route(RouteBranches, s.installation(s.branches)))
 	mux.HandleFunc("GET "+p+"/repos/{owner}/{repo}/tags", s.route(RouteTags, s.installation(s.tags)))
 	s.annotationRoutes(mux)
+	s.actionsRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.violations = append(s.violations, r.Method+" "+r.URL.Path)
