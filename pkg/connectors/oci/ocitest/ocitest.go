@@ -218,8 +218,9 @@ func (f *Registry) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		f.mu.Unlock()
 		sort.Strings(repos)
+		page := pageOf(w, r, "/v2/_catalog", repos)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"repositories": repos})
+		_ = json.NewEncoder(w).Encode(map[string]any{"repositories": page})
 		return
 	}
 	var repo, kind, ref string
@@ -245,20 +246,7 @@ func (f *Registry) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	switch kind {
 	case "tags":
-		q := r.URL.Query()
-		n, _ := strconv.Atoi(q.Get("n"))
-		last := q.Get("last")
-		var page []string
-		for _, t := range tags {
-			if t > last {
-				page = append(page, t)
-			}
-		}
-		if n > 0 && len(page) > n {
-			page = page[:n]
-			next := url.Values{"n": {strconv.Itoa(n)}, "last": {page[n-1]}}
-			w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, repo, next.Encode()))
-		}
+		page := pageOf(w, r, "/v2/"+repo+"/tags/list", tags)
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"name": repo, "tags": page})
 	case "manifests":
@@ -280,4 +268,24 @@ func (f *Registry) serve(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write(body)
 		}
 	}
+}
+
+// pageOf is the page of sorted names after ?last=, at most ?n= long, with
+// a Link to the next page when there is one (the spec's only sign of it).
+func pageOf(w http.ResponseWriter, r *http.Request, path string, names []string) []string {
+	q := r.URL.Query()
+	n, _ := strconv.Atoi(q.Get("n"))
+	last := q.Get("last")
+	page := []string{}
+	for _, t := range names {
+		if t > last {
+			page = append(page, t)
+		}
+	}
+	if n > 0 && len(page) > n {
+		page = page[:n]
+		next := url.Values{"n": {strconv.Itoa(n)}, "last": {page[n-1]}}
+		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, next.Encode()))
+	}
+	return page
 }
