@@ -30,8 +30,17 @@ build:
 run: build
 	./bin/inthub dev $(ARGS)
 
+# make test ends with a brief fuzz of the webhook body parsers (the seed
+# corpus runs in every plain go test; this searches for new inputs for a
+# few seconds). FUZZ_TIME=0 skips it.
+FUZZ_TIME ?= 10s
+FUZZ_TARGETS := FuzzParseGitHubBody FuzzParseGitLabBody
+
 test:
 	$(GO) test $(TEST_FLAGS) $(PKGS)
+	@if [ "$(FUZZ_TIME)" != "0" ]; then for f in $(FUZZ_TARGETS); do \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZ_TIME) inthub.dev/services/enrichment/ingress || exit 1; \
+	done; fi
 
 bench:
 	$(GO) test $(BENCH_FLAGS) $(PKGS)
