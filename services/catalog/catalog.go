@@ -71,6 +71,10 @@ type Config struct {
 	// TracerProvider traces the API's requests, the outbox's publishes, the
 	// health consumer and test connections (default: no tracing).
 	TracerProvider trace.TracerProvider
+	// DoctorPacksDir holds the doctor's declarative check packs (none
+	// when empty); DoctorSigningKey is the AuthRef of the ed25519 key
+	// that signs each doctor run's summary (unsigned when empty).
+	DoctorPacksDir, DoctorSigningKey string
 }
 
 // Service is a running catalog.
@@ -248,8 +252,13 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer builder.Close()
+	doc, err := api.NewDoctor(ctx, api.DoctorConfig{Connectors: builder, Store: st, Egress: s.cfg.Egress,
+		PacksDir: s.cfg.DoctorPacksDir, SigningKey: s.cfg.DoctorSigningKey, Logger: s.log})
+	if err != nil {
+		return err
+	}
 	handler, _, err := api.New(api.Deps{
-		Store: st, Auth: authn, Checker: checker, Connectors: builder, Metrics: reg, Logger: s.log,
+		Store: st, Auth: authn, Checker: checker, Connectors: builder, Doctor: doc, Metrics: reg, Logger: s.log,
 		Ready: []api.Readiness{
 			func(ctx context.Context) error { return app.Ping(ctx) },
 			func(context.Context) error {

@@ -64,6 +64,10 @@ type fleetOptions struct {
 	Concurrency int
 	// GitHubLatency delays every answer of the fake GitHub.
 	GitHubLatency time.Duration
+	// Cluster runs the fleet on a NATS cluster of three embedded servers
+	// (natstest.Cluster), every process given all three URLs and every
+	// stream and bucket three replicas; off by default: one server.
+	Cluster bool
 	// Enrichment adds the enrichment service (webhook ingress, mapper,
 	// correlator) to the fleet; off by default, since only the data
 	// journey needs it.
@@ -88,6 +92,9 @@ type fleet struct {
 	// ghProxy stands between the processes and the fake GitHub, to crash
 	// a worker at the worst moment.
 	ghProxy *crashProxy
+	// cluster is the NATS cluster with fleetOptions.Cluster; nats is nil
+	// then.
+	cluster *natstest.TestCluster
 
 	catalog, poller, annotation *process
 	// enrichment is nil unless fleetOptions.Enrichment.
@@ -121,8 +128,16 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 
 	f.db = pgtest.New(t)
-	f.nats = natstest.Start(t)
-	f.js, f.nc = f.nats.JetStream()
+	natsURL, replicas := "", "1"
+	if o.Cluster {
+		f.cluster = natstest.Cluster(t, 3)
+		f.js, f.nc = f.cluster.JetStream()
+		natsURL, replicas = f.cluster.URLs(), "3"
+	} else {
+		f.nats = natstest.Start(t)
+		f.js, f.nc = f.nats.JetStream()
+		natsURL = f.nats.URL()
+	}
 	// The harness purges its own probes; their audit records are noise.
 	dl, err := deadletter.New(f.js, deadletter.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -165,18 +180,17 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 	secretFile := filepath.Join(f.dir, "jwt-secret")
 	writeFile(t, secretFile, jwtSecret)
 	catAddr, pollAddr, annAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	natsURL := f.nats.URL()
 	f.catalog = newProcess(t, "catalog", []string{
 		"--listen", catAddr, "--database-url", f.db.OwnerURL, "--skip-migrations=true",
-		"--nats-url", natsURL, "--jwt-issuer", issuer, "--jwt-audience", "inthub",
+		"--nats-url", natsURL, "--stream-replicas", replicas, "--jwt-issuer", issuer, "--jwt-audience", "inthub",
 		"--dev-hs256-secret-file", secretFile, "--dev=true",
 	}, f.env, catAddr)
 	f.poller = newProcess(t, "health-poller", []string{
-		"--nats-url", natsURL, "--listen", pollAddr, "--data-dir", filepath.Join(f.dir, "health-poller"),
+		"--nats-url", natsURL, "--stream-replicas", replicas, "--listen", pollAddr, "--data-dir", filepath.Join(f.dir, "health-poller"),
 		"--default-interval", o.HealthInterval.String(), "--lease-ttl", "3s", "--lease-renew", "1s", "--dev=true",
 	}, f.env, pollAddr)
 	f.annotation = newProcess(t, "annotation", []string{
-		"--nats-url", natsURL, "--listen", annAddr, "--data-dir", filepath.Join(f.dir, "annotation"),
+		"--nats-url", natsURL, "--stream-replicas", replicas, "--listen", annAddr, "--data-dir", filepath.Join(f.dir, "annotation"),
 		"--ack-wait", o.AckWait.String(), "--concurrency", strconv.Itoa(o.Concurrency), "--max-deliver", "10",
 		// GitHub's documented pace (1 write/s per installation) would make
 		// every test a test of the budget, which the worker's own tests
@@ -188,7 +202,7 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 	if o.Enrichment {
 		enrAddr, hookAddr := freeAddr(t), freeAddr(t)
 		f.enrichment = newProcess(t, "enrichment", []string{
-			"--nats-url", natsURL, "--listen", enrAddr, "--webhook-listen", hookAddr,
+			"--nats-url", natsURL, "--stream-replicas", replicas, "--listen", enrAddr, "--webhook-listen", hookAddr,
 			"--data-dir", filepath.Join(f.dir, "enrichment"), "--database-url", f.db.OwnerURL, "--dev=true",
 		}, f.env, enrAddr)
 		f.webhooks = "http://" + hookAddr

@@ -45,9 +45,12 @@ func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	err := a.dispatch(args)
 	var ue *usageError
 	var pe *problemError
+	var xs *exitStatus
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &xs):
+		return xs.code
 	case errors.As(err, &pe):
 		// The catalog API's problem document, already worded for the
 		// operator: "error: <title> (<status>): <detail>" and its fields.
@@ -176,7 +179,7 @@ drain does. An audit record (JSON) is written to stderr.`,
 			run: (*app).spoolDrain,
 		},
 	}
-	cmds = append(cmds, annotateCommand())
+	cmds = append(cmds, annotateCommand(), doctorCommand())
 	return append(cmds, catalogCommands()...)
 }
 
