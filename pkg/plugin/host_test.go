@@ -440,3 +440,25 @@ func TestParseChecksums(t *testing.T) {
 		})
 	}
 }
+
+// The host's egress policy travels with each call and the sdk's client
+// enforces it: a port the policy does not allow is refused in the plugin,
+// permanently, before any request leaves.
+func TestEgressPolicyAppliesInThePlugin(t *testing.T) {
+	a := newAPI(t)
+	dir := t.TempDir()
+	_, sum := install(t, bins.v1, dir, "p")
+	reg := connectors.NewRegistry()
+	h := newHost(t, reg, dir, nil, sum) // loopback and http allowed, not the API's port
+	if _, err := h.Discover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.hang.Store(true) // a request that got through would be announced on entered
+	res := connector(t, reg, a).TestConnection(context.Background())
+	if res.OK() || res.Class != fault.ClassPermanent || !strings.Contains(res.Message, "not allowed by the egress policy") {
+		t.Fatalf("result = %+v", res)
+	}
+	if len(a.entered) != 0 {
+		t.Fatal("the request reached the provider")
+	}
+}

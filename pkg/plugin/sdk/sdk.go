@@ -58,19 +58,19 @@ var idPattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
 func (p Plugin) Check() error {
 	var errs []error
 	if !idPattern.MatchString(p.ID) {
-		errs = append(errs, fmt.Errorf("ID %q: lower-case letters, digits, '.', '_' or '-'", p.ID))
+		errs = append(errs, fmt.Errorf("sdk.Plugin: ID %q: lower-case letters, digits, '.', '_' or '-'", p.ID))
 	}
 	if p.Version == "" {
-		errs = append(errs, errors.New("Version is empty"))
+		errs = append(errs, errors.New("sdk.Plugin: Version is empty"))
 	}
 	if p.Info.Type == "" || p.Info.Provider == "" {
-		errs = append(errs, errors.New("Info.Type and Info.Provider are required"))
+		errs = append(errs, errors.New("sdk.Plugin: Info.Type and Info.Provider are required"))
 	}
 	if len(p.Info.ConfigSchema) == 0 {
-		errs = append(errs, errors.New("Info.ConfigSchema is empty"))
+		errs = append(errs, errors.New("sdk.Plugin: Info.ConfigSchema is empty"))
 	}
 	if p.New == nil {
-		errs = append(errs, errors.New("New is nil"))
+		errs = append(errs, errors.New("sdk.Plugin: New is nil"))
 	}
 	return errors.Join(errs...)
 }
