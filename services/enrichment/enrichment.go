@@ -7,8 +7,9 @@
 //     rules of package mapping → event.canonical.<category>; what cannot be
 //     mapped or validated goes to the DLQ with the reason, the ingest
 //     message untouched
-//   - poller (opt-in): CloudWatch alarms of monitoring.cloudwatch
-//     integrations that ask for it → ingest.cloudwatch.alarm
+//   - poller (opt-in): CloudWatch alarms and metrics of monitoring.cloudwatch
+//     integrations that ask for them → ingest.cloudwatch.alarm,
+//     ingest.cloudwatch.metric
 //   - correlator: a worker on the EVENTS stream that indexes canonical
 //     events in PostgreSQL (package correlate), asks for the enrichment of
 //     system and security events, and answers enrichment.requested with

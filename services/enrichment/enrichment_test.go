@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"inthub.dev/events"
 	"inthub.dev/pkg/bus"
+	"inthub.dev/services/enrichment"
 	"inthub.dev/services/enrichment/ingress"
 )
 
@@ -208,5 +211,45 @@ func TestAlarmEnrichedEndToEnd(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no link to the deployment in %+v", out.EvidenceLinks)
+	}
+}
+
+// A CloudWatch metric sample is indexed, as evidence for the events around
+// it, and never enriched on its own; an alarm of the same category is.
+func TestMetricSamplesAreIndexedNotEnriched(t *testing.T) {
+	e := newEnv(t, nil)
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Minute)
+	canonical := func(kind, externalID string) events.Event {
+		ev, err := events.New(events.SubjectCanonicalSystem, "test/canonical", tenantA, events.Canonical{
+			TenantID: tenantA, Category: events.CategorySystem, Kind: kind, Provider: "cloudwatch",
+			Summary: kind + " " + externalID, IngestID: uuid.NewString(),
+			Context: events.IntegrationContext{SourceIntegration: cwA, ExternalID: externalID, OriginalTimestamp: at,
+				CorrelationHints: []events.CorrelationHint{{Type: events.HintMetadata, Key: "service", Value: "checkout", Confidence: 0.6}}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	sample, alarm := canonical(enrichment.KindMetricSample, "latency@1"), canonical("alarm.alarm", "arn@1")
+	for _, ev := range []events.Event{sample, alarm} {
+		body, _ := ev.Marshal()
+		if _, err := e.js.Publish(e.ctx, ev.Type, body, jetstream.WithMsgID(ev.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFor("both indexed", 30*time.Second, func() bool { return counter(t, e, "enrichment_indexed_total") >= 2 })
+	e.waitFor("the alarm enriched", 30*time.Second, func() bool { return len(e.eventsOn(bus.StreamEvents, events.SubjectEnriched)) >= 1 })
+	for _, r := range e.eventsOn(bus.StreamEvents, events.SubjectEnrichmentRequested) {
+		var req events.EnrichmentRequested
+		if err := r.Decode(&req); err != nil {
+			t.Fatal(err)
+		}
+		if req.EventID == sample.ID {
+			t.Fatalf("the metric sample %s was sent for enrichment", sample.ID)
+		}
+	}
+	if n := len(e.eventsOn(bus.StreamEvents, events.SubjectEnriched)); n != 1 {
+		t.Fatalf("%d event.enriched, want 1 (the alarm's)", n)
 	}
 }

@@ -82,6 +82,12 @@ func (s *Service) correlatorWorker(pub *bus.Publisher) (*bus.Worker, error) {
 	return w, nil
 }
 
+// KindMetricSample is the canonical kind of one CloudWatch metric
+// datapoint. Samples are indexed, as evidence for other events, but never
+// enriched on their own: one per metric per minute would each cost an
+// enrichment.requested and an event.enriched that nobody reads.
+const KindMetricSample = "metric.sample"
+
 // index stores a canonical event (anyone's: other teams may publish their
 // own) and, for the categories configured, asks for its enrichment.
 func (s *Service) index(ctx context.Context, pub *bus.Publisher, ev events.Event) error {
@@ -93,7 +99,7 @@ func (s *Service) index(ctx context.Context, pub *bus.Publisher, ev events.Event
 		return err
 	}
 	s.indexed.WithLabelValues(c.Category).Inc()
-	if !s.auto[c.Category] {
+	if !s.auto[c.Category] || c.Kind == KindMetricSample {
 		return nil
 	}
 	keys := make([]events.CorrelationHint, 0, len(c.Context.CorrelationHints))

@@ -17,7 +17,7 @@ import (
 
 var command = cli.Command{Name: "enrichment", Head: usageHead, Options: append([]cli.Option{
 	cli.Flag("nats-url", "NATS_URL", "nats://127.0.0.1:4250", "NATS servers, comma-separated"),
-	cli.Flag("roles", "ENRICHMENT_ROLES", "ingress,mapper,correlator", "what this process runs: ingress, mapper, correlator, poller (CloudWatch alarms; run it in one replica) (comma-separated)"),
+	cli.Flag("roles", "ENRICHMENT_ROLES", "ingress,mapper,correlator", "what this process runs: ingress, mapper, correlator, poller (CloudWatch alarms and metrics; run it in one replica) (comma-separated)"),
 	cli.Flag("listen", "ENRICHMENT_LISTEN", "127.0.0.1:8083", `HTTP address of /healthz, /readyz and /metrics ("-": none)`),
 	cli.Flag("webhook-listen", "ENRICHMENT_WEBHOOK_LISTEN", "127.0.0.1:8090", `HTTP address of /webhooks/github/{id} and /webhooks/gitlab/{id}, the one to expose to providers ("-": none)`),
 	cli.Flag("data-dir", "ENRICHMENT_DATA_DIR", "./.inthub/enrichment", "local state: the spool of events waiting for NATS"),
@@ -29,7 +29,7 @@ var command = cli.Command{Name: "enrichment", Head: usageHead, Options: append([
 	cli.Flag("half-life", "ENRICHMENT_HALF_LIFE", "15m", "time distance at which proximity counts half"),
 	cli.Flag("max-matches", "ENRICHMENT_MAX_MATCHES", "10", "matches per event.enriched"),
 	cli.Flag("auto-enrich", "ENRICHMENT_AUTO_ENRICH", "system,security", `canonical categories enriched as they are indexed ("none": only on enrichment.requested)`),
-	cli.Flag("poll-interval", "ENRICHMENT_POLL_INTERVAL", "1m", "how often the poller reads the alarms of each monitoring.cloudwatch integration with pollAlarms"),
+	cli.Flag("poll-interval", "ENRICHMENT_POLL_INTERVAL", "1m", "how often the poller reads the alarms and metrics of each monitoring.cloudwatch integration that asks for them"),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: the poller may reach loopback and http:// endpoints"),
 	cli.Flag("retention", "ENRICHMENT_RETENTION", "720h", "how long indexed events are kept"),
 	cli.Flag("max-body", "ENRICHMENT_MAX_BODY", "786432", "largest webhook body in bytes (also capped by NATS max_payload)"),
