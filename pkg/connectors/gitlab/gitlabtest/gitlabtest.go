@@ -123,6 +123,7 @@ type Server struct {
 	nextID    int64
 	now       func() time.Time
 	noteTimes map[string][]time.Time // per user: note creations in the last minute
+	ci        ciState                // pipelines.go
 }
 
 type token struct {

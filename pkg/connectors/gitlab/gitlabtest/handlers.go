@@ -38,6 +38,8 @@ func (s *Server) projectRoutes(w http.ResponseWriter, r *http.Request, m match, 
 			list = append(list, map[string]any{"name": n, "commit": map[string]any{"id": fmt.Sprintf("%040x", i+1)}})
 		}
 		s.paginate(w, r, list)
+	case RoutePipelines, RouteFile, RouteProject:
+		s.ciRoutes(w, r, m, p)
 	case RouteCreateStatus:
 		s.createStatus(w, r, p, m.sha, c, body)
 	case RouteStatuses:

@@ -27,6 +27,7 @@ type match struct {
 	noteID       int64
 	discussionID string
 	sha          string
+	file         string // pipelines.go
 }
 
 // routeOf names the route of decoded path segments. A project path sent
@@ -113,7 +114,7 @@ func projectRoute(m match, method string, rest []string) (match, bool) {
 			return m, false
 		}
 	default:
-		return m, false
+		return ciRoute(m, method, rest)
 	}
 	return m, true
 }
@@ -364,7 +365,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, route Rout
 		return caller{}, false
 	case jobTok != "" && jobOK:
 		switch route {
-		case RouteJob, RouteBranches, RouteTags:
+		case RouteJob, RouteBranches, RouteTags, RoutePipelines:
 			return caller{job: &j}, true
 		case RouteNotes, RouteCreateNote, RouteEditNote, RouteDiscussions, RouteCreateDiscussion, RouteEditThreadNote,
 			RouteCreateStatus, RouteStatuses, RouteCreateComment, RouteCommitComments:
