@@ -45,7 +45,7 @@ func (r *run) provider(ctx context.Context) []CheckResult {
 		return append(out, skipped("not run: the credentials did not authenticate", names[1:]...)...)
 	}
 
-	scopes, scopesErr, scopeDur := r.scopes(ctx, conn)
+	scopes, scopeDur, scopesErr := r.scopes(ctx, conn)
 	out = append(out, authorization(scopes, scopesErr, scopeDur), version(scopes, scopesErr, res))
 
 	// The latency probes also refresh the rate limit: the last answer is
@@ -153,10 +153,10 @@ func classOf(res connectors.Result) string {
 	return res.Class.String()
 }
 
-func (r *run) scopes(ctx context.Context, conn connectors.Connector) (*connectors.ScopeReport, error, time.Duration) {
+func (r *run) scopes(ctx context.Context, conn connectors.Connector) (*connectors.ScopeReport, time.Duration, error) {
 	sr, ok := conn.(connectors.ScopeReporter)
 	if !ok {
-		return nil, connectors.ErrScopesNotReported, 0
+		return nil, 0, connectors.ErrScopesNotReported
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*r.d.o.Timeout)
 	defer cancel()
@@ -173,7 +173,7 @@ func (r *run) scopes(ctx context.Context, conn connectors.Connector) (*connector
 		line.Status, line.Message = string(StatusPass), "granted "+strings.Join(rep.Granted, ", ")
 	}
 	r.ev.add(line)
-	return &rep, err, took
+	return &rep, took, err
 }
 
 func authorization(rep *connectors.ScopeReport, err error, took time.Duration) CheckResult {
