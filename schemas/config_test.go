@@ -11,7 +11,7 @@ import (
 )
 
 func TestConfigTypes(t *testing.T) {
-	want := []string{"monitoring.cloudwatch", "registry.ecr", "registry.harbor", "registry.oci", "scm.bitbucket", "scm.github", "scm.gitlab", "test.inmemory"}
+	want := []string{"monitoring.cloudwatch", "registry.ecr", "registry.gcr", "registry.harbor", "registry.oci", "scm.bitbucket", "scm.github", "scm.gitlab", "test.inmemory"}
 	if got := schemas.ConfigTypes(); !slices.Equal(got, want) {
 		t.Fatalf("ConfigTypes() = %q, want %q", got, want)
 	}

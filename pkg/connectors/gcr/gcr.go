@@ -1,0 +1,231 @@
+// Package gcr is the registry.gcr connector: Google Container Registry
+// (gcr.io and its regional hosts) and Artifact Registry
+// (<location>-docker.pkg.dev). A service-account key (JSON, an AuthRef) is
+// exchanged for an OAuth2 access token (the JWT bearer grant of
+// golang.org/x/oauth2/google, at the key's token_uri), which the registry
+// takes as the Basic password of the user oauth2accesstoken in its token
+// flow. The access token is cached until shortly before it expires; the
+// distribution API calls go through the registry.oci connector.
+package gcr
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/oci"
+	"inthub.dev/pkg/fault"
+	"inthub.dev/schemas"
+)
+
+// Type is the integration type id.
+const Type = "registry.gcr"
+
+// User is the registry user name that goes with an access token.
+const User = "oauth2accesstoken"
+
+// Scope is the OAuth2 scope asked for: Artifact Registry needs
+// cloud-platform (GCR would take devstorage.read_only as well).
+const Scope = "https://www.googleapis.com/auth/cloud-platform"
+
+func init() {
+	schema, err := schemas.ConfigSchema(Type)
+	if err != nil {
+		// The schema is embedded: its absence is a broken build.
+		panic(err)
+	}
+	connectors.Default().Register(connectors.Info{
+		Type:         Type,
+		Provider:     "gcr",
+		DisplayName:  "Google Container Registry / Artifact Registry",
+		Description:  "gcr.io or Artifact Registry (<location>-docker.pkg.dev) with a service-account key: access token, repositories, tags, tag → digest, manifests.",
+		Capabilities: []string{"auth", "ping", "repos", "tags", "digest", "manifest"},
+		ConfigSchema: schema,
+	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+}
+
+// Interface guards.
+var (
+	_ connectors.Connector     = (*Connector)(nil)
+	_ connectors.ImageRegistry = (*Connector)(nil)
+	_ connectors.Discoverer    = (*Connector)(nil)
+)
+
+// Config is the integration's config (schemas/config/registry.gcr.json).
+type Config struct {
+	// Endpoint is the registry root: https://gcr.io, https://eu.gcr.io,
+	// https://europe-west1-docker.pkg.dev, ...
+	Endpoint string `json:"endpoint"`
+	// ServiceAccountKey is the AuthRef URI of the key file's JSON; the
+	// integration's AuthRef when empty.
+	ServiceAccountKey string `json:"serviceAccountKey,omitempty"`
+	// Insecure allows plain http to the registry and to the key's
+	// token_uri. TLS verification is never turned off.
+	Insecure              bool   `json:"insecure,omitempty"`
+	ProbeRepository       string `json:"probeRepository,omitempty"`
+	ProbeTag              string `json:"probeTag,omitempty"`
+	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
+	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+}
+
+const defaultTimeout = 30 * time.Second
+
+// Connector is one GCR or Artifact Registry integration. It is safe for
+// concurrent use.
+type Connector struct {
+	cfg     connectors.Config
+	conf    Config
+	invalid error
+	timeout time.Duration
+	log     *slog.Logger
+	now     func() time.Time
+	reg     *oci.Connector
+
+	mu  sync.Mutex
+	tok token
+	sf  singleflight.Group
+}
+
+// New builds a connector without I/O; a config that decodes but is wrong
+// is reported by Validate and by every call.
+func New(cfg connectors.Config) (*Connector, error) {
+	var conf Config
+	if len(cfg.Config) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&conf); err != nil {
+			return nil, fault.Permanent(fmt.Errorf("registry.gcr: config: %w", err))
+		}
+	}
+	if conf.ServiceAccountKey == "" {
+		conf.ServiceAccountKey = cfg.AuthRef
+	}
+	c := &Connector{cfg: cfg, conf: conf, timeout: defaultTimeout, log: cfg.Logger, now: cfg.Now}
+	if conf.TimeoutSeconds > 0 {
+		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("provider", "gcr", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.reg = c.registry(conf.ProbeRepository)
+	c.invalid = c.check()
+	return c, nil
+}
+
+func (c *Connector) registry(probe string) *oci.Connector {
+	return oci.NewWithOptions(c.cfg, oci.Config{
+		Endpoint:        c.conf.Endpoint,
+		Insecure:        c.conf.Insecure,
+		ProbeRepository: probe,
+		ProbeTag:        c.conf.ProbeTag,
+		TimeoutSeconds:  c.conf.TimeoutSeconds,
+	}, oci.Options{Credentials: c.credentials, Refused: c.dropToken})
+}
+
+// ConfigError names the config field that is wrong.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return "registry.gcr: " + e.Field + " " + e.Reason }
+
+func invalid(field, format string, args ...any) error {
+	return fault.Permanent(&ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (c *Connector) check() error {
+	if err := c.reg.Validate(); err != nil {
+		var ce *oci.ConfigError
+		if errors.As(err, &ce) {
+			return invalid(ce.Field, "%s", ce.Reason)
+		}
+		return err
+	}
+	if c.conf.ServiceAccountKey == "" {
+		return invalid("serviceAccountKey", "is required (the AuthRef of the service account's JSON key)")
+	}
+	if !strings.HasPrefix(c.conf.ServiceAccountKey, "authref://") {
+		// Never quote it: it may be the key itself.
+		return invalid("serviceAccountKey", "must be an AuthRef URI (authref://...), not the key in clear")
+	}
+	return nil
+}
+
+func (c *Connector) Type() string     { return Type }
+func (c *Connector) Provider() string { return "gcr" }
+func (c *Connector) Validate() error  { return c.invalid }
+
+// Close drops the cached token; the connector stays usable.
+func (c *Connector) Close() error {
+	c.dropToken()
+	return nil
+}
+
+func (c *Connector) httpClient() *http.Client {
+	if c.cfg.HTTPClient != nil {
+		return c.cfg.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+// ListRepositories lists one page of the registry's catalog. gcr.io lists
+// the repositories the account can read; Artifact Registry answers an
+// empty catalog.
+func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptions) (connectors.Page[connectors.Repository], error) {
+	if c.invalid != nil {
+		return connectors.Page[connectors.Repository]{}, c.invalid
+	}
+	return c.reg.ListRepositories(ctx, o)
+}
+
+// ListBranches is not a registry concept.
+func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
+	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.gcr: branches: %w", errors.ErrUnsupported))
+}
+
+// ListTags lists one page of a repository's tags.
+func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
+	if c.invalid != nil {
+		return connectors.Page[connectors.Tag]{}, c.invalid
+	}
+	return c.reg.ListTags(ctx, repo, o)
+}
+
+// ResolveTag returns the digest a tag points at.
+func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
+	if c.invalid != nil {
+		return "", c.invalid
+	}
+	return c.reg.ResolveTag(ctx, repo, tag)
+}
+
+// FetchManifest GETs a manifest or index by tag or digest.
+func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
+	if c.invalid != nil {
+		return connectors.Manifest{}, c.invalid
+	}
+	return c.reg.FetchManifest(ctx, repo, reference)
+}
+
+// VerifyDigest fetches the manifest by digest and checks its hash.
+func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
+	if c.invalid != nil {
+		return c.invalid
+	}
+	return c.reg.VerifyDigest(ctx, repo, digest)
+}
