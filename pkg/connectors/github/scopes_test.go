@@ -120,4 +120,3 @@ func TestScopesRefused(t *testing.T) {
 		t.Errorf("Scopes = %v (class %v), want a permanent failure", err, fault.ClassOf(err))
 	}
 }
-
