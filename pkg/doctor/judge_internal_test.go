@@ -14,11 +14,31 @@ func TestJudgeJSON(t *testing.T) {
 		{`{"status":{}}`, StatusFail},
 		{`not json`, StatusFail},
 	} {
-		if got, msg := judge(rule, nil, 0, []byte(tc.out)); got != tc.want {
+		if got, msg := judge(rule, nil, 0, []byte(tc.out), nil); got != tc.want {
 			t.Errorf("%s: %s (%s), want %s", tc.out, got, msg, tc.want)
 		}
 	}
-	if got, _ := judge(nil, nil, 3, nil); got != StatusFail {
+	if got, _ := judge(nil, nil, 3, nil, nil); got != StatusFail {
 		t.Errorf("exit 3 without a rule: %s", got)
+	}
+}
+
+func TestJudgeRegex(t *testing.T) {
+	c := PackCheck{Parse: &PackParse{Regex: `^Verification: OK$`, NoMatch: StatusWarn}}
+	if err := c.checkParse(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		out, errOut string
+		want        Status
+	}{
+		{"", "CONNECTION ESTABLISHED\nVerification: OK\n", StatusPass}, // openssl -brief writes to stderr
+		{"Verification: OK\r\n", "", StatusPass},
+		{"Verification error: certificate has expired\n", "", StatusWarn},
+		{"xVerification: OK", "", StatusWarn},
+	} {
+		if got, msg := judge(c.Parse, c.re, 0, []byte(tc.out), []byte(tc.errOut)); got != tc.want {
+			t.Errorf("%q / %q: %s (%s), want %s", tc.out, tc.errOut, got, msg, tc.want)
+		}
 	}
 }

@@ -32,7 +32,7 @@ const EnvPacksDir = "INTHUB_DOCTOR_PACKS_DIR"
 //	      exec: [dig, +short, "{{host}}"]
 //	      timeoutSeconds: 10
 //	    parse:
-//	      regex: '^[0-9a-f.:]+$'     # searched per line of stdout
+//	      regex: '^[0-9a-f.:]+$'     # searched per line of stdout, then stderr
 //	      match: pass                # status on a match (pass)
 //	      noMatch: fail              # status without one (fail)
 //	    how_to_fix:

@@ -174,3 +174,11 @@ func TestPackHostileHost(t *testing.T) {
 		t.Errorf("check = %+v", c)
 	}
 }
+
+// TestExamplePack: the example pack that docs/doctor.md points at loads.
+func TestExamplePack(t *testing.T) {
+	packs, err := doctor.LoadPacks("testdata/packs")
+	if err != nil || len(packs) != 1 || len(packs[0].Checks) != 4 {
+		t.Fatalf("LoadPacks(testdata/packs) = %+v, %v", packs, err)
+	}
+}

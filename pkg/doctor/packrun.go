@@ -91,7 +91,7 @@ func (r *run) packCheck(ctx context.Context, p Pack, pc PackCheck, vars map[stri
 	case runErr != nil && !errors.As(runErr, new(*exec.ExitError)):
 		c.Status, c.Message = StatusFail, argv[0]+" could not run: "+runErr.Error()
 	default:
-		c.Status, c.Message = judge(pc.Parse, pc.re, exit, stdout.Bytes())
+		c.Status, c.Message = judge(pc.Parse, pc.re, exit, stdout.Bytes(), stderr.Bytes())
 	}
 	if c.Status != StatusPass {
 		c.Suggestions = pc.Suggestions
@@ -112,7 +112,10 @@ func (r *run) packCheck(ctx context.Context, p Pack, pc PackCheck, vars map[stri
 
 // judge applies a check's parse rule. Its messages quote no output: a
 // command's output may hold anything, and reports are stored and shown.
-func judge(p *PackParse, re interface{ Match([]byte) bool }, exit int, out []byte) (Status, string) {
+//
+// A regex is searched in each line of stdout, then of stderr (openssl
+// s_client and nc -v report there); a JSON field is read from stdout.
+func judge(p *PackParse, re interface{ Match([]byte) bool }, exit int, out, errOut []byte) (Status, string) {
 	switch {
 	case p == nil:
 		if exit == 0 {
@@ -141,7 +144,7 @@ func judge(p *PackParse, re interface{ Match([]byte) bool }, exit int, out []byt
 		return StatusFail, p.JSON.Field + " is " + v
 	default:
 		matched := false
-		for line := range bytes.SplitSeq(out, []byte("\n")) {
+		for line := range bytes.SplitSeq(append(append(bytes.Clone(out), '\n'), errOut...), []byte("\n")) {
 			if re.Match(bytes.TrimRight(line, "\r")) {
 				matched = true
 				break
