@@ -53,9 +53,6 @@ type tokens struct {
 	sem     chan struct{}
 	aad     cached
 	refresh cached
-	// exchanges counts refresh tokens obtained, for the auth check's
-	// message and the tests.
-	exchanges int
 }
 
 type cached struct {
@@ -125,7 +122,6 @@ func (t *tokens) refreshToken(ctx context.Context) (cached, error) {
 		return cached{}, err
 	}
 	t.refresh = rt
-	t.exchanges++
 	return rt, nil
 }
 

@@ -307,6 +307,10 @@ func (f *fakeHub) serveAPI(w http.ResponseWriter, r *http.Request) {
 		hubErr(w, http.StatusBadRequest, "page must be at least 1 and page_size between 1 and 100")
 		return
 	}
+	if o := strings.TrimPrefix(q.Get("ordering"), "-"); o != "" && o != "name" && o != "last_updated" && o != "pull_count" {
+		hubErr(w, http.StatusBadRequest, "ordering must be name, last_updated or pull_count")
+		return
+	}
 	var visible []map[string]any
 	for _, repo := range all {
 		if repo.private && who != ns {
