@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +63,9 @@ func (c *Connector) probe(ctx context.Context, full bool) connectors.Result {
 	if full {
 		rest = []string{CheckSeal, CheckAuth, CheckToken, CheckKVMounts}
 	}
+	if c.conf.ProbeSecret != "" {
+		rest = append(rest, CheckKVRead)
+	}
 	var state vaultapi.State
 	healthy := r.add(connectors.RunCheck(ctx, CheckHealth, func(ctx context.Context) (string, error) {
 		msg, st, err := c.health(ctx, r)
@@ -80,16 +85,14 @@ func (c *Connector) probe(ctx context.Context, full bool) connectors.Result {
 	}
 	if full && c.conf.Auth.appRole() {
 		if !r.add(connectors.RunCheck(ctx, CheckAuth, c.login)) {
-			r.skip("the AppRole login failed", CheckToken, CheckKVMounts)
+			r.skip("the AppRole login failed", rest[2:]...)
 			return c.finish(ctx, start, r, full)
 		}
 	} else if full {
 		r.add(connectors.Check{Capability: CheckAuth, OK: true, Message: "token authentication (no login needed)"})
 	}
 	if !r.add(connectors.RunCheck(ctx, CheckToken, func(ctx context.Context) (string, error) { return c.token(ctx, r) })) {
-		if full {
-			r.skip("the token was refused", CheckKVMounts)
-		}
+		r.skip("the token was refused", rest[slices.Index(rest, CheckToken)+1:]...)
 		return c.finish(ctx, start, r, full)
 	}
 	if full {
@@ -109,11 +112,14 @@ func (c *Connector) probe(ctx context.Context, full bool) connectors.Result {
 			return fmt.Sprintf("%d KV mounts: %s", len(ms), strings.Join(names, ", ")), nil
 		}))
 	}
+	if c.conf.ProbeSecret != "" {
+		r.add(connectors.RunCheck(ctx, CheckKVRead, c.readProbe))
+	}
 	return c.finish(ctx, start, r, full)
 }
 
 func (c *Connector) finish(ctx context.Context, start time.Time, r *run, full bool) connectors.Result {
-	critical := []string{CheckHealth, CheckSeal, CheckAuth, CheckToken}
+	critical := []string{CheckHealth, CheckSeal, CheckAuth, CheckToken, CheckKVRead}
 	res := connectors.NewResult(r.checks, start, critical...)
 	res.Details, res.CredentialExpiry = r.details, r.expiry
 	if res.Status == connectors.StatusHealthy && len(r.warn) > 0 {
@@ -223,4 +229,43 @@ func (c *Connector) token(ctx context.Context, r *run) (string, error) {
 	}
 	return fmt.Sprintf("token accepted, TTL %s, renewable %t, policies %s", ti.TTL.Round(time.Second), ti.Renewable,
 		strings.Join(ti.Policies, ", ")), nil
+}
+
+// readProbe reads the probe secret and drops its values: the check says
+// how many fields it has, never what they hold.
+func (c *Connector) readProbe(ctx context.Context) (string, error) {
+	mount, path, version := c.splitProbe(ctx)
+	fields, err := c.api.ReadKV(ctx, mount, path, version)
+	if err != nil {
+		if vaultapi.CodeOf(err) == http.StatusForbidden {
+			err = fault.Permanentf("%w (the token's policy needs read on %s)", err, c.conf.ProbeSecret)
+		}
+		return "", c.wrap("read the probe secret "+c.conf.ProbeSecret, err)
+	}
+	n := len(fields)
+	vaultapi.ClearFields(fields)
+	return fmt.Sprintf("%s (KV v%d) readable: %d fields", c.conf.ProbeSecret, version, n), nil
+}
+
+// splitProbe finds the probe secret's mount (the longest mount path that
+// prefixes it; mounts may nest, "team/kv") and its KV version. A token
+// that may not list the mounts gets the first segment as the mount, KV v2.
+func (c *Connector) splitProbe(ctx context.Context) (mount, path string, version int) {
+	p := c.conf.ProbeSecret
+	mount, path, _ = strings.Cut(p, "/")
+	version = 2
+	ms, err := c.kvMounts(ctx)
+	if err != nil {
+		return mount, path, version
+	}
+	best := ""
+	for _, m := range ms {
+		if strings.HasPrefix(p, m.Path+"/") && len(m.Path) > len(best) {
+			best, version = m.Path, m.Version
+		}
+	}
+	if best == "" {
+		return mount, path, 2
+	}
+	return best, strings.TrimPrefix(p, best+"/"), version
 }

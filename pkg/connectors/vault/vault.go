@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"inthub.dev/pkg/authref"
@@ -48,6 +49,7 @@ const (
 	CheckAuth     = "auth"      // an AppRole login
 	CheckToken    = "token"     // auth/token/lookup-self
 	CheckKVMounts = "kv_mounts" // sys/mounts, KV engines
+	CheckKVRead   = "kv_read"   // the probe secret can be read
 )
 
 func init() {
@@ -66,7 +68,7 @@ func Info(schema []byte) connectors.Info {
 		Provider:     Provider,
 		DisplayName:  "HashiCorp Vault",
 		Description:  "A HashiCorp Vault or OpenBao cluster with a token or an AppRole: health (active, standby, sealed, ...), seal status, the token's TTL and policies, and the KV mounts.",
-		Capabilities: []string{CheckHealth, CheckSeal, CheckToken, CheckKVMounts},
+		Capabilities: []string{CheckHealth, CheckSeal, CheckToken, CheckKVMounts, CheckKVRead},
 		ConfigSchema: schema,
 	}
 }
@@ -78,7 +80,11 @@ type Config struct {
 	Auth      Auth   `json:"auth"`
 	// CACert is the PEM of the CA that signed Vault's certificate, when
 	// it is not one the worker trusts.
-	CACert                string `json:"caCert,omitempty"`
+	CACert string `json:"caCert,omitempty"`
+	// ProbeSecret is a KV secret ("<mount>/<path>") that test and health
+	// read, to prove the token's policy reads secrets, as authref://vault
+	// resolution will. Its values are dropped at once.
+	ProbeSecret           string `json:"probeSecret,omitempty"`
 	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
 	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
 }
@@ -176,6 +182,9 @@ func (c *Connector) setup() error {
 	}
 	if h := c.conf.HealthIntervalSeconds; h != 0 && (h < 30 || h > 86400) {
 		return bad("healthIntervalSeconds must be between 30 and 86400")
+	}
+	if p := c.conf.ProbeSecret; p != "" && (!vaultapi.CleanPath(p) || !strings.Contains(p, "/")) {
+		return bad("probeSecret must be <mount>/<path> of [A-Za-z0-9._-] segments")
 	}
 	if u, err := url.Parse(c.conf.Address); err == nil && u.Scheme == "http" && c.conf.CACert != "" {
 		return bad("caCert is set but the address is plain http")

@@ -3,9 +3,13 @@ package vault_test
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -331,6 +335,7 @@ func TestValidate(t *testing.T) {
 		{"bad address", `{"address":"ftp://v","auth":{"token":"authref://env/T"}}`, "http(s) URL"},
 		{"bad namespace", `{"address":"https://v","namespace":"../x","auth":{"token":"authref://env/T"}}`, "namespace"},
 		{"bad ca", `{"address":"https://v","caCert":"nope","auth":{"token":"authref://env/T"}}`, "caCert"},
+		{"bad probe", `{"address":"https://v","probeSecret":"secret","auth":{"token":"authref://env/T"}}`, "probeSecret"},
 		{"timeout", `{"address":"https://v","timeoutSeconds":0.5,"auth":{"token":"authref://env/T"}}`, "timeoutSeconds"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -367,4 +372,76 @@ func TestRegistered(t *testing.T) {
 	if !ok || info.Provider != "vault" || len(info.ConfigSchema) == 0 {
 		t.Fatalf("Lookup = %+v, %v", info, ok)
 	}
+}
+
+func TestProbeSecret(t *testing.T) {
+	fv := vaulttest.New(t, vaulttest.Options{})
+	fv.Mount("team/kv", "kv", 1)
+	fv.Put("secret", "inthub/github", map[string]any{"token": "ghs_probeValue", "appId": 1})
+	fv.Put("legacy", "inthub/gitlab", map[string]any{"token": "glpat-probeValue"})
+	fv.Put("team/kv", "ci/key", map[string]any{"k": "nested-probeValue"})
+	fv.AddToken("hvs.github-only", vaulttest.Token{KVPaths: []string{"secret/inthub/github"}})
+	fv.AddToken("hvs.other", vaulttest.Token{KVPaths: []string{"secret/other"}})
+	for _, tt := range []struct {
+		name, probe, token string
+		ok                 bool
+		says               string
+	}{
+		{"kv v2", "secret/inthub/github", vaulttest.RootToken, true, "secret/inthub/github (KV v2) readable: 2 fields"},
+		{"kv v1", "legacy/inthub/gitlab", vaulttest.RootToken, true, "(KV v1) readable: 1 fields"},
+		{"nested mount", "team/kv/ci/key", vaulttest.RootToken, true, "team/kv/ci/key (KV v1)"},
+		// Without read on sys/mounts the mount is the first segment, KV v2.
+		{"no mount listing", "secret/inthub/github", "hvs.github-only", true, "(KV v2) readable"},
+		{"missing", "secret/inthub/nope", vaulttest.RootToken, false, "404"},
+		{"forbidden", "secret/inthub/github", "hvs.other", false, "needs read on secret/inthub/github"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newConnector(t, fv.URL, tokenAuth(), secrets{tokenRef: tt.token}, map[string]any{"probeSecret": tt.probe})
+			for name, call := range map[string]func(context.Context) connectors.Result{"test": c.TestConnection, "health": c.CheckHealth} {
+				r := call(t.Context())
+				ck := check(t, r, vault.CheckKVRead)
+				if ck.OK != tt.ok || !strings.Contains(ck.Message, tt.says) {
+					t.Errorf("%s: kv_read %v %q, want %v with %q", name, ck.OK, ck.Message, tt.ok, tt.says)
+				}
+				if !tt.ok && (r.Status != connectors.StatusUnhealthy || r.Class != fault.ClassPermanent) {
+					t.Errorf("%s: %s/%v, want unhealthy and permanent", name, r.Status, r.Class)
+				}
+				for _, c := range r.Checks {
+					if strings.Contains(c.Message, "probeValue") {
+						t.Errorf("%s: check %s shows a secret value: %s", name, c.Capability, c.Message)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestCACert(t *testing.T) {
+	fv := vaulttest.New(t, vaulttest.Options{})
+	target, _ := url.Parse(fv.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = fv.Client().Transport
+	tlsSrv := httptest.NewTLSServer(proxy)
+	t.Cleanup(tlsSrv.Close)
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}))
+
+	t.Run("without the CA", func(t *testing.T) {
+		c := newConnector(t, tlsSrv.URL, tokenAuth(), goodSecrets(fv), nil)
+		r := c.CheckHealth(t.Context())
+		if r.Status != connectors.StatusUnhealthy || r.Class != fault.ClassPermanent || !strings.Contains(r.Message, "configure its CA") {
+			t.Errorf("%s/%v: %s", r.Status, r.Class, r.Message)
+		}
+	})
+	t.Run("with the CA", func(t *testing.T) {
+		c := newConnector(t, tlsSrv.URL, tokenAuth(), goodSecrets(fv), map[string]any{"caCert": caPEM})
+		if r := c.TestConnection(t.Context()); r.Status != connectors.StatusHealthy {
+			t.Errorf("%s: %s", r.Status, r.Message)
+		}
+	})
+	t.Run("plain http with a CA", func(t *testing.T) {
+		c := newConnector(t, fv.URL, tokenAuth(), goodSecrets(fv), map[string]any{"caCert": caPEM})
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "plain http") {
+			t.Errorf("Validate: %v", err)
+		}
+	})
 }

@@ -21,6 +21,8 @@ package vaultapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -295,6 +297,16 @@ func (c *Client) transportError(err error) error {
 	}
 	if errors.Is(err, errRedirect) {
 		return fault.Permanent(err)
+	}
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		invalid  x509.CertificateInvalidError
+		hostname x509.HostnameError
+	)
+	if errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &hostname) {
+		// Only a change of configuration (the CA, the address) fixes it.
+		return fault.Permanent(fmt.Errorf("vault at %s: the server's certificate does not verify (configure its CA, or check the address's host name): %w", c.base, err))
 	}
 	return fault.Transient(fmt.Errorf("vault at %s is unreachable: %w", c.base, err))
 }

@@ -79,6 +79,9 @@ type Token struct {
 	Renewable bool
 	// ReadMounts allows GET sys/mounts.
 	ReadMounts bool
+	// KVPaths, when set, are the only secrets ("<mount>/<path>" prefixes)
+	// the token may read; nil allows every one.
+	KVPaths []string
 }
 
 type token struct {
@@ -343,7 +346,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		s.listMounts(w)
 	default:
-		s.readKV(w, r)
+		s.readKV(w, r, tcopy)
 	}
 }
 
@@ -445,10 +448,17 @@ func (s *Server) listMounts(w http.ResponseWriter) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) readKV(w http.ResponseWriter, r *http.Request) {
+func (s *Server) readKV(w http.ResponseWriter, r *http.Request, t token) {
 	rest, _ := strings.CutPrefix(r.URL.Path, "/v1/")
-	mountPath, p, _ := strings.Cut(rest, "/")
 	s.mu.Lock()
+	// Mounts may nest ("team/kv"): the longest mount path that prefixes
+	// the request wins, as in Vault's router.
+	mountPath, p := "", ""
+	for mp := range s.mounts {
+		if strings.HasPrefix(rest, mp+"/") && len(mp) > len(mountPath) {
+			mountPath, p = mp, strings.TrimPrefix(rest, mp+"/")
+		}
+	}
 	m, ok := s.mounts[mountPath]
 	var data map[string]any
 	var found bool
@@ -461,6 +471,10 @@ func (s *Server) readKV(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if !ok || m.typ != "kv" {
 		vaultErr(w, http.StatusNotFound, "no handler for route \""+r.URL.Path+"\". route entry not found.")
+		return
+	}
+	if t.KVPaths != nil && !slices.ContainsFunc(t.KVPaths, func(prefix string) bool { return strings.HasPrefix(mountPath+"/"+p, prefix) }) {
+		vaultErr(w, http.StatusForbidden, "1 error occurred:\n\t* permission denied\n\n")
 		return
 	}
 	if !found || (m.version == 1 && data == nil) {
