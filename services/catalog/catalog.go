@@ -71,6 +71,11 @@ type Config struct {
 	// TracerProvider traces the API's requests, the outbox's publishes, the
 	// health consumer and test connections (default: no tracing).
 	TracerProvider trace.TracerProvider
+	// PluginDirs are scanned for out-of-process connector plugins at start
+	// and on POST /api/v1/plugins/discover; PluginChecksums are the
+	// SHA-256 sums of the binaries allowed to run (docs/plugins.md). No
+	// plugin host runs when PluginDirs is empty.
+	PluginDirs, PluginChecksums []string
 	// DoctorPacksDir holds the doctor's declarative check packs (none
 	// when empty); DoctorSigningKey is the AuthRef of the ed25519 key
 	// that signs each doctor run's summary (unsigned when empty).
@@ -231,6 +236,11 @@ func (s *Service) Run(ctx context.Context) error {
 	// notifies inside the write's transaction (see package outbox).
 	st := store.New(app, store.WithLogger(s.log),
 		store.WithAfterCommit(func() { fwd.Poke(); notifier.Notify() }))
+	plugins, stopPlugins, err := s.startPlugins(ctx, st, func() { fwd.Poke(); notifier.Notify() })
+	if err != nil {
+		return err
+	}
+	defer stopPlugins()
 	authn, err := auth.New(ctx, s.cfg.Auth)
 	if err != nil {
 		return fmt.Errorf("catalog: auth: %w", err)
@@ -259,6 +269,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	handler, _, err := api.New(api.Deps{
 		Store: st, Auth: authn, Checker: checker, Connectors: builder, Doctor: doc, Metrics: reg, Logger: s.log,
+		Plugins: plugins,
 		Ready: []api.Readiness{
 			func(ctx context.Context) error { return app.Ping(ctx) },
 			func(context.Context) error {

@@ -30,6 +30,8 @@ var command = cli.Command{Name: "catalog", Head: usageHead, Options: []cli.Optio
 	cli.Flag("jwt-key-file", "JWT_KEY_FILE", "", "PEM public keys instead of a JWKS"),
 	cli.Flag("dev-hs256-secret-file", "JWT_DEV_HS256_SECRET_FILE", "", "DEV ONLY: file with an HS256 secret (>= 32 bytes); needs --dev"),
 	cli.EgressPortsFlag(),
+	cli.Flag("plugin-dir", "INTHUB_PLUGIN_DIRS", "", "directories of connector plugins, comma-separated, scanned at start and on POST /api/v1/plugins/discover; no plugin host when empty"),
+	cli.Flag("plugin-checksums", "INTHUB_PLUGIN_CHECKSUMS", "", "file of the SHA-256 sums of the plugin binaries allowed to run (sha256sum output); needed with --plugin-dir"),
 	cli.Flag("doctor-packs-dir", "INTHUB_DOCTOR_PACKS_DIR", "", "directory of doctor check packs (*.yaml, commands on an allow-list); none when empty"),
 	cli.Flag("doctor-signing-key", "INTHUB_DOCTOR_SIGNING_KEY", "", "AuthRef (env or file) of an ed25519 PKCS#8 key that signs each doctor run (DSSE); unsigned when empty"),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows HS256 tokens and loopback endpoints"),
@@ -71,6 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	pluginDirs, pluginSums, err := pluginConfig(get("plugin-dir"), get("plugin-checksums"))
+	if err != nil {
+		return err
+	}
 	ac := auth.Config{
 		Issuer: get("jwt-issuer"), Audience: get("jwt-audience"), TenantClaim: get("jwt-tenant-claim"),
 		JWKSURL: get("jwks-url"), KeyFile: get("jwt-key-file"), DevMode: dev,
@@ -108,6 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowPorts = ports
 	cfg.Egress.AllowHTTP = dev
+	cfg.PluginDirs, cfg.PluginChecksums = pluginDirs, pluginSums
 	svc, err := catalog.New(cfg, nc)
 	if err != nil {
 		return err
