@@ -64,9 +64,11 @@ func Cluster(tb testing.TB, n int) *TestCluster {
 	if n < 1 {
 		tb.Fatalf("natstest: a cluster of %d nodes", n)
 	}
+	// The store's directory first: cleanups run last-in first-out, and the
+	// servers must be down before their files are removed.
+	dir := tb.TempDir()
 	c := &TestCluster{tb: tb, name: "inthub-test", links: make([][]*link, n)}
 	tb.Cleanup(c.stop)
-	dir := tb.TempDir()
 	// Gossip tells each server the other servers' advertised route address,
 	// and a server connects to an address it learns that way directly,
 	// around the relays. Advertising a closed port makes those connections
@@ -142,26 +144,30 @@ func (c *TestCluster) URLs() string {
 	return strings.Join(urls, ",")
 }
 
-// WaitReady waits until the running nodes agree on a meta leader and each
-// of them is current with it: before that, creating a stream can fail with
-// "JetStream system temporarily unavailable".
+// WaitReady waits until the running nodes agree on a meta leader, the
+// leader counts every running node as an online peer, and each node is
+// current with it: before that, creating a stream can fail with
+// "JetStream system temporarily unavailable" or "no suitable peers for
+// placement, peer offline".
 func (c *TestCluster) WaitReady() {
 	c.tb.Helper()
-	c.waitFor("the cluster to be ready (meta leader elected, every node current)", func() bool {
-		leaders := 0
+	c.waitFor("the cluster to be ready (meta leader elected, every node an online peer and current)", func() bool {
+		var leaders []*server.Server
+		running := 0
 		for _, n := range c.nodes {
 			s := n.server()
 			if s == nil {
 				continue
 			}
+			running++
 			if !s.JetStreamIsCurrent() {
 				return false
 			}
 			if s.JetStreamIsLeader() {
-				leaders++
+				leaders = append(leaders, s)
 			}
 		}
-		return leaders == 1
+		return len(leaders) == 1 && len(leaders[0].JetStreamClusterPeers()) == running
 	})
 }
 
