@@ -395,3 +395,33 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// TestConcurrentExchange: calls that find the refresh token expired at
+// once share one AAD grant and one exchange.
+func TestConcurrentExchange(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	c := e.connector(t, e.spConfig(nil), secrets{secRef: secret})
+	if _, err := c.ResolveTag(ctx, "apps/web", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(4 * time.Hour)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			_, err := c.ResolveTag(ctx, "apps/web", "v1")
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if a, x := e.aad.calls.Load(), e.acr.exchanges.Load(); a != 2 || x != 2 {
+		t.Errorf("%d AAD grants and %d exchanges for 8 concurrent calls after expiry, want 2 and 2", a, x)
+	}
+}

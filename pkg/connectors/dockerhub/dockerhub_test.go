@@ -288,3 +288,25 @@ func TestValidate(t *testing.T) {
 		t.Error("an unknown field was accepted")
 	}
 }
+
+// TestHubTokenRefused: a cached Hub token the API no longer accepts is
+// dropped after its 401, and the next call logs in again.
+func TestHubTokenRefused(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeHub(t)
+	c := newConnector(t, f.config(nil), secrets{patRef: pat}, nil)
+	if _, err := c.ListRepositories(ctx, connectors.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.rotateKey()
+	if _, err := c.ListRepositories(ctx, connectors.ListOptions{}); fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("ListRepositories with a stale token = %v", err)
+	}
+	p, err := c.ListRepositories(ctx, connectors.ListOptions{})
+	if err != nil || len(p.Items) != 3 {
+		t.Fatalf("ListRepositories after the refusal = %q, %v; want a new login", names(p), err)
+	}
+	if n := f.logins.Load(); n != 2 {
+		t.Errorf("%d logins, want 2", n)
+	}
+}

@@ -71,7 +71,8 @@ type fakeHub struct {
 	tokens   map[string]string     // registry token → "anon" or user
 	budget   map[string]int        // "anon" / user → pulls left
 	limit    map[string]int
-	apiLeft  int // Hub API calls left; <0 unlimited
+	apiLeft  int    // Hub API calls left; <0 unlimited
+	key      []byte // signs the Hub's JWTs
 	apiCalls atomic.Int32
 	logins   atomic.Int32
 }
@@ -93,6 +94,7 @@ func newFakeHub(t testing.TB) *fakeHub {
 		budget:  map[string]int{"anon": 100, user: 200},
 		limit:   map[string]int{"anon": 100, user: 200},
 		apiLeft: -1,
+		key:     []byte("fake-hub-signing-key"),
 	}
 	f.reg = ocitest.New(t)
 	f.reg.Accept = func(u, p string) bool { return (u == user && p == pat) || (u == anonUser && p == anonPass) }
@@ -238,7 +240,20 @@ func hubErr(w http.ResponseWriter, status int, msg string) {
 	fmt.Fprintf(w, `{"message":%q,"errinfo":{}}`, msg)
 }
 
-var hubKey = []byte("fake-hub-signing-key")
+// rotateKey changes the key the Hub's JWTs are signed with, which
+// invalidates every token issued before (as a logout or a password change
+// does).
+func (f *fakeHub) rotateKey() {
+	f.mu.Lock()
+	f.key = append([]byte("rotated-"), f.key...)
+	f.mu.Unlock()
+}
+
+func (f *fakeHub) signingKey() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.key
+}
 
 func (f *fakeHub) serveAPI(w http.ResponseWriter, r *http.Request) {
 	f.apiCalls.Add(1)
@@ -273,7 +288,7 @@ func (f *fakeHub) serveAPI(w http.ResponseWriter, r *http.Request) {
 		}
 		tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 			"sub": body.Identifier, "exp": time.Now().Add(10 * time.Minute).Unix(),
-		}).SignedString(hubKey)
+		}).SignedString(f.signingKey())
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"access_token":%q}`, tok)
 		return
@@ -283,7 +298,7 @@ func (f *fakeHub) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		raw, ok := strings.CutPrefix(h, "Bearer ")
 		var claims jwt.RegisteredClaims
-		if _, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return hubKey, nil },
+		if _, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return f.signingKey(), nil },
 			jwt.WithValidMethods([]string{"HS256"})); !ok || err != nil {
 			hubErr(w, http.StatusUnauthorized, "authentication credentials are invalid or expired")
 			return
