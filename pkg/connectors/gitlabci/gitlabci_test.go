@@ -74,18 +74,24 @@ func newConn(t *testing.T, endpoint string, conf map[string]any) *gitlabci.Conne
 	return conn
 }
 
-type harness struct{}
+// harness runs the suite with an access token, or with a CI job token
+// (whose job has ended in the bad-credentials scenario).
+type harness struct{ job bool }
 
 func (harness) Capabilities() []string { return nil }
 func (harness) Secrets() []string      { return []string{patValue, jobValue} }
 
-func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
+func (h harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 	f := seeded(t)
 	endpoint := f.URL()
 	conf := map[string]any{"token": patRef, "project": "acme/api"}
+	if h.job {
+		conf = map[string]any{"jobToken": jobRef}
+	}
 	switch sc {
 	case conntest.BadCredentials:
 		f.Revoke(patValue)
+		f.Revoke(jobValue)
 	case conntest.Unreachable:
 		closed := httptest.NewServer(http.NotFoundHandler())
 		closed.Close()
@@ -100,7 +106,10 @@ func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 	return newConn(t, endpoint, conf)
 }
 
-func TestConformance(t *testing.T) { conntest.Run(t, harness{}) }
+func TestConformance(t *testing.T) {
+	t.Run("token", func(t *testing.T) { conntest.Run(t, harness{}) })
+	t.Run("job token", func(t *testing.T) { conntest.Run(t, harness{job: true}) })
+}
 
 func checkOf(t *testing.T, r connectors.Result, capability string) connectors.Check {
 	t.Helper()

@@ -66,7 +66,10 @@ func goodSecrets(fv *vaulttest.Server) secrets {
 	return secrets{tokenRef: vaulttest.RootToken, roleRef: o.RoleID, secretRef: o.SecretID}
 }
 
-type harness struct{ auth func() map[string]any }
+type harness struct {
+	auth      func() map[string]any
+	namespace string
+}
 
 func (harness) Capabilities() []string { return nil }
 
@@ -75,9 +78,13 @@ func (harness) Secrets() []string {
 }
 
 func (h harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
-	fv := vaulttest.New(t, vaulttest.Options{AppRoleReadMounts: true})
+	fv := vaulttest.New(t, vaulttest.Options{AppRoleReadMounts: true, Namespace: h.namespace})
 	sec := goodSecrets(fv)
 	addr := fv.URL
+	var extra map[string]any
+	if h.namespace != "" {
+		extra = map[string]any{"namespace": h.namespace}
+	}
 	switch sc {
 	case conntest.BadCredentials:
 		sec = secrets{tokenRef: "hvs.wrong", roleRef: "role-1", secretRef: "wrong"}
@@ -95,12 +102,13 @@ func (h harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 	case conntest.ServerError:
 		fv.Fail(vaulttest.Fault{Status: http.StatusInternalServerError})
 	}
-	return newConnector(t, addr, h.auth(), sec, nil)
+	return newConnector(t, addr, h.auth(), sec, extra)
 }
 
 func TestConformance(t *testing.T) {
 	t.Run("token", func(t *testing.T) { conntest.Run(t, harness{auth: tokenAuth}) })
 	t.Run("approle", func(t *testing.T) { conntest.Run(t, harness{auth: appRoleAuth}) })
+	t.Run("approle in a namespace", func(t *testing.T) { conntest.Run(t, harness{auth: appRoleAuth, namespace: "team-a/ci"}) })
 }
 
 func check(t *testing.T, r connectors.Result, capability string) connectors.Check {
