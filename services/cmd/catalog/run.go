@@ -15,14 +15,13 @@ import (
 	"inthub.dev/services/internal/cli"
 )
 
-var command = cli.Command{Name: "catalog", Head: usageHead, Options: []cli.Option{
+var command = cli.Command{Name: "catalog", Head: usageHead, Options: append([]cli.Option{
 	cli.Flag("listen", "CATALOG_LISTEN", "127.0.0.1:8080", "HTTP address of the API"),
 	cli.Flag("database-url", "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inthub?sslmode=disable", "PostgreSQL as the owner of the tables (migrations, type seeding)"),
 	cli.Flag("app-database-url", "CATALOG_APP_DATABASE_URL", "", "PostgreSQL as inthub_app, for requests (default: --database-url with user inthub_app)"),
 	cli.Flag("forwarder-database-url", "CATALOG_FORWARDER_DATABASE_URL", "", "PostgreSQL as inthub_forwarder, for the outbox (default: --database-url with user inthub_forwarder)"),
 	cli.Flag("skip-migrations", "CATALOG_SKIP_MIGRATIONS", "false", "do not migrate at start (run inthubctl migrate instead)"),
 	cli.Flag("nats-url", "NATS_URL", "nats://127.0.0.1:4250", "NATS servers, comma-separated"),
-	cli.Flag("stream-replicas", "INTHUB_STREAM_REPLICAS", "1", "replicas per stream (3 on a cluster)"),
 	cli.Flag("jwt-issuer", "JWT_ISSUER", "", "required iss claim"),
 	cli.Flag("jwt-audience", "JWT_AUDIENCE", "inthub", "required aud claim"),
 	cli.Flag("jwt-tenant-claim", "JWT_TENANT_CLAIM", "tenant_id", "claim holding the tenant id"),
@@ -35,7 +34,7 @@ var command = cli.Command{Name: "catalog", Head: usageHead, Options: []cli.Optio
 	cli.Flag("doctor-packs-dir", "INTHUB_DOCTOR_PACKS_DIR", "", "directory of doctor check packs (*.yaml, commands on an allow-list); none when empty"),
 	cli.Flag("doctor-signing-key", "INTHUB_DOCTOR_SIGNING_KEY", "", "AuthRef (env or file) of an ed25519 PKCS#8 key that signs each doctor run (DSSE); unsigned when empty"),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows HS256 tokens and loopback endpoints"),
-}}
+}, cli.TopologyFlags()...)}
 
 func exitCode(err error) int { return cli.ExitCode(err) }
 
@@ -65,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	replicas, err := v.Int("stream-replicas", 1)
+	topo, err := v.Topology()
 	if err != nil {
 		return err
 	}
@@ -97,13 +96,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer tel.Close(log)
 	log.Info("tracing", "exporter", tel.String())
-	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-catalog")
+	nc, err := cli.ConnectNATS(get("nats-url"), "inthub-catalog", cli.NATSEventLog(log)...)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	settings := bus.DefaultStreamSettings()
-	settings.Replicas = replicas
+	settings.Topology = topo
 	cfg := catalog.Config{
 		Listen: get("listen"), DatabaseURL: get("database-url"),
 		AppDatabaseURL: get("app-database-url"), ForwarderDatabaseURL: get("forwarder-database-url"),
