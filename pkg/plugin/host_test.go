@@ -462,3 +462,43 @@ func TestEgressPolicyAppliesInThePlugin(t *testing.T) {
 		t.Fatal("the request reached the provider")
 	}
 }
+
+// Watch follows the directory without anyone calling Discover.
+func TestWatchFollowsTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	sum, err := plugin.FileChecksum(bins.v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := connectors.NewRegistry()
+	h := newHost(t, reg, dir, nil, sum)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Watch(ctx, 20*time.Millisecond) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch = %v", err)
+		}
+	}()
+
+	waitFor := func(present bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			if _, ok := reg.Lookup("test.plugin"); ok == present {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("type registered = %v after 15 s, want %v", !present, present)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	install(t, bins.v1, dir, "p")
+	waitFor(true)
+	if err := os.Remove(filepath.Join(dir, "p")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(false)
+}
