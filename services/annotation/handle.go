@@ -196,10 +196,13 @@ func (s *Service) publish(ctx context.Context, tenant string, data any) error {
 		return fault.Permanentf("%s event: %w", subject, err)
 	}
 	if done, ok := data.(events.AnnotationCompleted); ok {
-		// One id per request: a worker that dies after publishing and
-		// before its ack publishes again on the redelivery, and the
-		// stream's duplicate window drops the second.
-		ev.ID = completedID(done.RequestID)
+		// One id per request message: a worker that dies after publishing
+		// and before its ack publishes again on the redelivery, and the
+		// stream's duplicate window drops the second. A replay or a
+		// drain is a new message, and is announced.
+		if d := bus.DeliveryFrom(ctx); d != nil {
+			ev.ID = completedID(done.RequestID, d.Stream, d.StreamSeq)
+		}
 	}
 	s.mu.Lock()
 	pub := s.pub
@@ -308,6 +311,6 @@ func (s *Service) Drain(ctx context.Context, id, operator string) (int, error) {
 // completedNamespace derives the ids of scm.annotation.completed events.
 var completedNamespace = uuid.MustParse("6f0f6a52-2d0e-4b9c-8a59-3c4b7d1e9a20")
 
-func completedID(requestID string) string {
-	return uuid.NewSHA1(completedNamespace, []byte(events.SubjectAnnotationCompleted+"\n"+requestID)).String()
+func completedID(requestID, stream string, seq uint64) string {
+	return uuid.NewSHA1(completedNamespace, fmt.Appendf(nil, "%s\n%s\n%s/%d", events.SubjectAnnotationCompleted, requestID, stream, seq)).String()
 }
