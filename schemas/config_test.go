@@ -11,7 +11,9 @@ import (
 )
 
 func TestConfigTypes(t *testing.T) {
-	want := []string{"monitoring.cloudwatch", "registry.ecr", "registry.gcr", "registry.harbor", "registry.oci", "scm.bitbucket", "scm.github", "scm.gitlab", "test.inmemory"}
+	want := []string{"ci.github_actions", "ci.gitlab_ci", "monitoring.cloudwatch", "registry.acr", "registry.dockerhub", "registry.ecr",
+		"registry.gcr", "registry.ghcr", "registry.harbor", "registry.oci", "scm.bitbucket", "scm.github", "scm.gitlab", "test.inmemory",
+		"vault.hashicorp"}
 	if got := schemas.ConfigTypes(); !slices.Equal(got, want) {
 		t.Fatalf("ConfigTypes() = %q, want %q", got, want)
 	}
@@ -86,12 +88,21 @@ func hasField(err error, field string) bool {
 
 func TestSecretFields(t *testing.T) {
 	want := map[string][]string{
+		"ci.github_actions":     {"privateKey"},
+		"ci.gitlab_ci":          {"jobToken", "token"},
 		"monitoring.cloudwatch": {"accessKeyId", "secretAccessKey"},
-		"scm.github":            {"privateKey", "webhookSecret"},
-		"scm.gitlab":            {"jobToken", "token", "webhookSecret"},
+		"registry.acr":          {"clientSecret", "password"},
+		"registry.dockerhub":    {"token"},
+		"registry.ecr":          {"secretAccessKey", "sessionToken"},
+		"registry.gcr":          {"serviceAccountKey"},
+		"registry.ghcr":         {"token"},
 		"registry.harbor":       {"password"},
 		"registry.oci":          {"password"},
+		"scm.bitbucket":         {"password", "token"},
+		"scm.github":            {"privateKey", "webhookSecret"},
+		"scm.gitlab":            {"jobToken", "token", "webhookSecret"},
 		"test.inmemory":         {"token"},
+		"vault.hashicorp":       {"auth.roleId", "auth.secretId", "auth.token"},
 	}
 	for typ, fields := range want {
 		b, _ := schemas.ConfigSchema(typ)
