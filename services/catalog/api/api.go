@@ -275,11 +275,12 @@ func principal(ctx context.Context) (auth.Principal, error) {
 // recordingMux is a ServeMux that remembers its patterns.
 //
 // It also works around one limit of ServeMux: DESIGN §6 asks for both
-// GET /integrations/by-type/{type} and GET /integrations/{id}/health, and
-// ServeMux refuses that pair (each matches a path the other does not, and
-// both match /integrations/by-type/health). The two are served by one
-// pattern, /integrations/{id}/{sub}, whose handler picks the operation:
-// "by-type" is never an id (ids are UUIDs) and "health" is never a type
+// GET /integrations/by-type/{type} and GET /integrations/{id}/health (and
+// GET /integrations/{id}/doctor), and ServeMux refuses such a pair (each
+// matches a path the other does not, and both match
+// /integrations/by-type/health). They are served by one pattern,
+// /integrations/{id}/{sub}, whose handler picks the operation: "by-type"
+// is never an id (ids are UUIDs) and "health" or "doctor" is never a type
 // (type ids contain a dot), so the choice is never ambiguous in practice.
 type recordingMux struct {
 	*http.ServeMux
@@ -291,8 +292,13 @@ type recordingMux struct {
 const (
 	patternByType = "GET " + Prefix + "/integrations/by-type/{type}"
 	patternHealth = "GET " + Prefix + "/integrations/{id}/health"
+	patternDoctor = "GET " + Prefix + "/integrations/{id}/doctor"
 	patternSub    = "GET " + Prefix + "/integrations/{id}/{sub}"
 )
+
+// subPatterns are the GET /integrations/{id}/<sub> patterns that
+// subDispatch serves, by their last segment.
+var subPatterns = map[string]string{"health": patternHealth, "doctor": patternDoctor}
 
 func newRecordingMux() *recordingMux {
 	return &recordingMux{ServeMux: http.NewServeMux()}
@@ -306,22 +312,28 @@ func (m *recordingMux) Handle(pattern string, h http.Handler) {
 	m.mu.Lock()
 	m.patterns = append(m.patterns, pattern)
 	m.mu.Unlock()
-	if pattern != patternByType && pattern != patternHealth {
+	sub, isSub := "", false
+	for seg, p := range subPatterns {
+		if p == pattern {
+			sub, isSub = seg, true
+		}
+	}
+	if pattern != patternByType && !isSub {
 		m.ServeMux.Handle(pattern, h)
 		return
 	}
 	if m.sub == nil {
-		m.sub = &subDispatch{}
+		m.sub = &subDispatch{subs: map[string]http.Handler{}}
 		m.ServeMux.Handle(patternSub, m.sub)
 	}
 	if pattern == patternByType {
 		m.sub.byType = h
 	} else {
-		m.sub.health = h
+		m.sub.subs[sub] = h
 	}
 }
 
-// Patterns returns the patterns registered so far, as registered (the two
+// Patterns returns the patterns registered so far, as registered (those
 // that share one ServeMux pattern are listed as themselves).
 func (m *recordingMux) Patterns() []string {
 	m.mu.Lock()
@@ -331,20 +343,22 @@ func (m *recordingMux) Patterns() []string {
 
 // subDispatch serves /integrations/{id}/{sub}; see recordingMux.
 type subDispatch struct {
-	byType, health http.Handler
+	byType http.Handler
+	subs   map[string]http.Handler // by the last segment
 }
 
 func (d *subDispatch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, sub := r.PathValue("id"), r.PathValue("sub")
-	switch {
-	case id == "by-type" && d.byType != nil:
+	if id == "by-type" && d.byType != nil {
 		r.SetPathValue("type", sub)
 		r.Pattern = patternByType
 		d.byType.ServeHTTP(w, r)
-	case sub == "health" && d.health != nil:
-		r.Pattern = patternHealth
-		d.health.ServeHTTP(w, r)
-	default:
-		http.NotFound(w, r)
+		return
 	}
+	if h := d.subs[sub]; h != nil {
+		r.Pattern = subPatterns[sub]
+		h.ServeHTTP(w, r)
+		return
+	}
+	http.NotFound(w, r)
 }

@@ -110,12 +110,20 @@ func (s *server) registerDoctor() {
 	run.DefaultStatus = http.StatusOK
 	huma.Register(s.api, run, s.runDoctor)
 
-	// GET /integrations/{id}/doctor would collide with GET
-	// /integrations/by-type/{type} in the ServeMux (see recordingMux);
-	// the listing lives one segment further down instead.
-	list := operation("list-integration-doctor-reports", http.MethodGet, "/integrations/{id}/doctor/runs",
+	// GET /integrations/{id}/doctor shares its ServeMux pattern with GET
+	// /integrations/by-type/{type} (see recordingMux).
+	list := operation("list-integration-doctor-reports", http.MethodGet, "/integrations/{id}/doctor",
 		"Latest doctor reports of an integration", ScopeRead, http.StatusNotFound, http.StatusNotImplemented)
+	list.Description = "The integration's latest doctor runs, newest first, with each run's evidence log on ?evidence=true. " +
+		"501: this catalog runs no doctor."
 	huma.Register(s.api, list, s.doctorReports)
+
+	// The listing's first address, kept for the clients that use it.
+	alias := operation("list-integration-doctor-runs", http.MethodGet, "/integrations/{id}/doctor/runs",
+		"Latest doctor reports of an integration (old address)", ScopeRead, http.StatusNotFound, http.StatusNotImplemented)
+	alias.Description = "The same listing as GET /integrations/{id}/doctor, at its first address; use that one."
+	alias.Deprecated = true
+	huma.Register(s.api, alias, s.doctorReports)
 }
 
 func (s *server) doctorUnavailable() error {

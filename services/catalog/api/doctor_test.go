@@ -95,9 +95,9 @@ func TestDoctorRoute(t *testing.T) {
 	}
 	_, second := e.runDoctor(a, bad.ID)
 
-	lr := e.do(a, http.MethodGet, "/api/v1/integrations/"+bad.ID+"/doctor/runs?evidence=true", nil)
+	lr := e.do(a, http.MethodGet, "/api/v1/integrations/"+bad.ID+"/doctor?evidence=true", nil)
 	want(t, lr, http.StatusOK)
-	v.check(http.MethodGet, path+"/runs", lr)
+	v.check(http.MethodGet, path, lr)
 	var list DoctorReports
 	lr.decode(t, &list)
 	if len(list.Reports) != 2 || list.Reports[0].RunID != second.RunID || list.Reports[1].RunID != rep.RunID ||
@@ -111,12 +111,23 @@ func TestDoctorRoute(t *testing.T) {
 			t.Errorf("evidence line %q: %v", line, err)
 		}
 	}
-	lr = e.do(a, http.MethodGet, "/api/v1/integrations/"+bad.ID+"/doctor/runs?limit=1", nil)
+	lr = e.do(a, http.MethodGet, "/api/v1/integrations/"+bad.ID+"/doctor?limit=1", nil)
 	list = DoctorReports{}
 	lr.decode(t, &list)
-	if len(list.Reports) != 1 || list.Reports[0].Evidence != "" {
+	if len(list.Reports) != 1 || list.Reports[0].Evidence != "" || list.Reports[0].RunID != second.RunID {
 		t.Errorf("limit=1 without evidence: %s", lr.Body)
 	}
+	// The first address of the listing answers the same.
+	lr = e.do(a, http.MethodGet, "/api/v1/integrations/"+bad.ID+"/doctor/runs?limit=1", nil)
+	want(t, lr, http.StatusOK)
+	v.check(http.MethodGet, path+"/runs", lr)
+	var old DoctorReports
+	lr.decode(t, &old)
+	if len(old.Reports) != 1 || old.Reports[0].RunID != second.RunID {
+		t.Errorf("GET .../doctor/runs: %s", lr.Body)
+	}
+	// by-type keeps its place beside {id}/doctor in the shared pattern.
+	want(t, e.do(a, http.MethodGet, "/api/v1/integrations/by-type/"+typeMem, nil), http.StatusOK)
 	var audits int
 	if err := e.owner.QueryRow(context.Background(), `SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'integration.doctor'`,
 		a.tenant).Scan(&audits); err != nil || audits != 3 {
@@ -133,11 +144,12 @@ func TestDoctorRoute(t *testing.T) {
 		status int
 	}{
 		{"another tenant runs", b, http.MethodPost, "/doctor", ok.ID, http.StatusNotFound},
-		{"another tenant lists", b, http.MethodGet, "/doctor/runs", ok.ID, http.StatusNotFound},
+		{"another tenant lists", b, http.MethodGet, "/doctor", ok.ID, http.StatusNotFound},
+		{"another tenant lists (old address)", b, http.MethodGet, "/doctor/runs", ok.ID, http.StatusNotFound},
 		{"missing id", a, http.MethodPost, "/doctor", uuid.NewString(), http.StatusNotFound},
-		{"malformed id", a, http.MethodGet, "/doctor/runs", "nope", http.StatusNotFound},
+		{"malformed id", a, http.MethodGet, "/doctor", "nope", http.StatusNotFound},
 		{"reader runs", e.caller(a.tenant, ScopeRead), http.MethodPost, "/doctor", ok.ID, http.StatusForbidden},
-		{"reader lists", e.caller(a.tenant, ScopeRead), http.MethodGet, "/doctor/runs", ok.ID, http.StatusOK},
+		{"reader lists", e.caller(a.tenant, ScopeRead), http.MethodGet, "/doctor", ok.ID, http.StatusOK},
 		{"no token", caller{}, http.MethodPost, "/doctor", ok.ID, http.StatusUnauthorized},
 	} {
 		r := e.do(tc.c, tc.method, "/api/v1/integrations/"+tc.id+tc.suffix, nil)
@@ -145,11 +157,7 @@ func TestDoctorRoute(t *testing.T) {
 			t.Errorf("%s: %s, want %d", tc.name, r, tc.status)
 			continue
 		}
-		doc := path
-		if tc.method == http.MethodGet {
-			doc += "/runs"
-		}
-		v.check(tc.method, doc, r)
+		v.check(tc.method, path+strings.TrimPrefix(tc.suffix, "/doctor"), r)
 	}
 	var n int
 	if err := e.store.InTenant(context.Background(), b.tenant, func(tx pgx.Tx) error {
