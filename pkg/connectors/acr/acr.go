@@ -13,10 +13,6 @@
 package acr
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -104,25 +100,20 @@ func (e *ConfigError) Error() string { return "registry.acr: " + e.Field + " " +
 
 // Connector is one ACR integration. It is safe for concurrent use.
 type Connector struct {
-	cfg     connectors.Config
-	conf    Config
-	invalid error
-	log     *slog.Logger
+	oci.Registry
+	cfg  connectors.Config
+	conf Config
+	log  *slog.Logger
 	// tokens is the service principal's chain; nil in admin mode.
 	tokens *tokens
-	reg    *oci.Connector
 }
 
 // New builds a connector without I/O; a config that decodes but is wrong
 // is reported by Validate and by every call.
 func New(cfg connectors.Config) (*Connector, error) {
 	var conf Config
-	if len(cfg.Config) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanent(fmt.Errorf("registry.acr: config: %w", err))
-		}
+	if err := oci.DecodeConfig(cfg, Type, &conf); err != nil {
+		return nil, err
 	}
 	if conf.AuthMode == "" {
 		conf.AuthMode = ModeServicePrincipal
@@ -143,31 +134,21 @@ func New(cfg connectors.Config) (*Connector, error) {
 			conf.Password = cfg.AuthRef
 		}
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	c := &Connector{cfg: cfg, conf: conf, log: oci.Logger(cfg, "acr")}
+	invalid := c.check()
+	if invalid == nil && conf.AuthMode == ModeServicePrincipal {
+		c.tokens = c.newTokens(cfg.Now)
 	}
-	cfg.Now = now
-	c := &Connector{cfg: cfg, conf: conf,
-		log: log.With("provider", "acr", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)}
-	c.invalid = c.check()
-	if c.invalid == nil && conf.AuthMode == ModeServicePrincipal {
-		c.tokens = c.newTokens(now)
+	reg := c.registry(conf.ProbeRepository)
+	if invalid == nil {
+		invalid = oci.Reword(reg.Validate(), func(field, reason string) error {
+			return &ConfigError{Field: field, Reason: reason}
+		})
 	}
-	c.reg = oci.NewWithOptions(cfg, c.ociConfig(conf.ProbeRepository), c.ociOptions())
-	if c.invalid == nil {
-		if err := c.reg.Validate(); err != nil {
-			var ce *oci.ConfigError
-			if errors.As(err, &ce) {
-				err = fault.Permanent(&ConfigError{Field: ce.Field, Reason: ce.Reason})
-			}
-			c.invalid = err
-		}
-	}
+	c.Registry = oci.Embed(oci.Provider{Type: Type, Name: "acr"}, reg, invalid)
 	return c, nil
 }
 
@@ -259,56 +240,4 @@ func (c *Connector) check() error {
 	return nil
 }
 
-func (c *Connector) Type() string     { return Type }
-func (c *Connector) Provider() string { return "acr" }
-func (c *Connector) Validate() error  { return c.invalid }
-func (c *Connector) Close() error     { return c.reg.Close() }
-
-func (c *Connector) httpClient() *http.Client {
-	if c.cfg.HTTPClient != nil {
-		return c.cfg.HTTPClient
-	}
-	return http.DefaultClient
-}
-
-// ListRepositories lists one page of the registry's catalog; ACR serves
-// /v2/_catalog to principals with a pull role.
-func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptions) (connectors.Page[connectors.Repository], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Repository]{}, c.invalid
-	}
-	return c.reg.ListRepositories(ctx, o)
-}
-
-// ListBranches is not a registry concept.
-func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
-	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.acr: branches: %w", errors.ErrUnsupported))
-}
-
-func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Tag]{}, c.invalid
-	}
-	return c.reg.ListTags(ctx, repo, o)
-}
-
-func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
-	if c.invalid != nil {
-		return "", c.invalid
-	}
-	return c.reg.ResolveTag(ctx, repo, tag)
-}
-
-func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
-	if c.invalid != nil {
-		return connectors.Manifest{}, c.invalid
-	}
-	return c.reg.FetchManifest(ctx, repo, reference)
-}
-
-func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
-	if c.invalid != nil {
-		return c.invalid
-	}
-	return c.reg.VerifyDigest(ctx, repo, digest)
-}
+func (c *Connector) httpClient() *http.Client { return oci.Client(c.cfg) }

@@ -7,13 +7,12 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
-	"inthub.dev/pkg/fault"
 )
 
 // Capabilities reported as Checks, beside oci's ping, tags and digest.
 const (
-	CheckAuth  = "auth"  // AAD token and refresh-token exchange
-	CheckRepos = "repos" // the catalog can be listed
+	CheckAuth  = "auth"         // AAD token and refresh-token exchange
+	CheckRepos = oci.CheckRepos // the catalog can be listed
 )
 
 // TestConnection runs, one Check each: the service principal's token
@@ -33,67 +32,41 @@ func (c *Connector) CheckHealth(ctx context.Context) connectors.Result {
 }
 
 func (c *Connector) probe(ctx context.Context, full bool) connectors.Result {
-	start := time.Now()
-	r := connectors.Result{Details: map[string]string{"authMode": c.conf.AuthMode}}
-	err := c.run(ctx, full, &r)
-	r = oci.Finish(r, start, err, "Azure Container Registry answers and the credentials are accepted")
-	op := "health_check"
-	if full {
-		op = "test_connection"
-	}
-	if err != nil {
-		c.log.WarnContext(ctx, "acr check failed", "operation", op, "class", r.Class.String(), "error", r.Message)
-	} else {
-		c.log.DebugContext(ctx, "acr check passed", "operation", op, "latencyMs", r.Latency.Milliseconds())
-	}
-	return r
+	return oci.Report(ctx, &c.Registry, c.log, oci.Check{
+		Full:    full,
+		Details: map[string]string{"authMode": c.conf.AuthMode},
+		First:   CheckAuth,
+		Healthy: "Azure Container Registry answers and the credentials are accepted",
+		Steps: func(ctx context.Context, r *connectors.Result) error {
+			r.Details["endpoint"] = c.Inner().Endpoint()
+			if c.tokens == nil {
+				return nil
+			}
+			t := time.Now()
+			rt, err := c.tokens.refreshToken(ctx)
+			if err != nil {
+				r.Checks = append(r.Checks, oci.Failed(CheckAuth, time.Since(t), err))
+				return err
+			}
+			exp := rt.exp.UTC()
+			r.CredentialExpiry = &exp
+			r.Checks = append(r.Checks, oci.Passed(CheckAuth, time.Since(t),
+				fmt.Sprintf("service principal %s: AAD token exchanged for an ACR refresh token valid until %s", c.conf.ClientID, exp.Format(time.RFC3339))))
+			return nil
+		},
+		Probe: oci.Probe{
+			Repository: c.conf.ProbeRepository,
+			List:       c.Inner().ListRepositories,
+			Listed:     "the catalog is listed",
+			None:       "the registry holds no repository: tags and digest were not checked",
+			For:        c.registry,
+		},
+	})
 }
 
-func (c *Connector) run(ctx context.Context, full bool, r *connectors.Result) error {
-	if c.invalid != nil {
-		r.Checks = append(r.Checks, failed(CheckAuth, 0, c.invalid))
-		return c.invalid
-	}
-	r.Details["endpoint"] = c.reg.Endpoint()
-	if c.tokens != nil {
-		t := time.Now()
-		rt, err := c.tokens.refreshToken(ctx)
-		if err != nil {
-			r.Checks = append(r.Checks, failed(CheckAuth, time.Since(t), err))
-			return err
-		}
-		exp := rt.exp.UTC()
-		r.CredentialExpiry = &exp
-		r.Checks = append(r.Checks, passed(CheckAuth, time.Since(t),
-			fmt.Sprintf("service principal %s: AAD token exchanged for an ACR refresh token valid until %s", c.conf.ClientID, exp.Format(time.RFC3339))))
-	}
-
-	probe := c.conf.ProbeRepository
-	if full || probe == "" {
-		t := time.Now()
-		page, err := c.reg.ListRepositories(ctx, connectors.ListOptions{Limit: 1})
-		if err != nil {
-			r.Checks = append(r.Checks, failed(CheckRepos, time.Since(t), err))
-			return err
-		}
-		if full {
-			r.Checks = append(r.Checks, passed(CheckRepos, time.Since(t), "the catalog is listed"))
-		}
-		if probe == "" && len(page.Items) > 0 {
-			probe = page.Items[0].FullName
-		}
-	}
-	reg := c.reg
-	if probe != c.conf.ProbeRepository {
-		reg = oci.NewWithOptions(c.cfg, c.ociConfig(probe), c.ociOptions())
-	}
-	if err := reg.Run(ctx, full, r); err != nil {
-		return err
-	}
-	if probe == "" {
-		r.Details["probe"] = "the registry holds no repository: tags and digest were not checked"
-	}
-	return nil
+// registry is the distribution connector for probe.
+func (c *Connector) registry(probe string) *oci.Connector {
+	return oci.NewWithOptions(c.cfg, c.ociConfig(probe), c.ociOptions())
 }
 
 func (c *Connector) ociConfig(probe string) oci.Config {
@@ -115,16 +88,4 @@ func (c *Connector) ociOptions() oci.Options {
 		return oci.Options{}
 	}
 	return oci.Options{Credentials: c.tokens.credentials, Refused: c.tokens.refused}
-}
-
-func passed(capability string, d time.Duration, msg string) connectors.Check {
-	return connectors.Check{Capability: capability, OK: true, Message: msg, Latency: d}
-}
-
-func failed(capability string, d time.Duration, err error) connectors.Check {
-	class := fault.ClassOf(err)
-	if class == fault.ClassUnknown {
-		class = fault.ClassTransient
-	}
-	return connectors.Check{Capability: capability, Message: err.Error(), Latency: d, Class: class, Err: err}
 }

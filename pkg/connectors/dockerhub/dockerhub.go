@@ -7,9 +7,7 @@
 package dockerhub
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,16 +83,15 @@ func (e *ConfigError) Error() string { return "registry.dockerhub: " + e.Field +
 
 // Connector is one Docker Hub integration. It is safe for concurrent use.
 type Connector struct {
+	// Registry does the distribution calls over a client that reads
+	// Docker Hub's rate-limit headers.
+	oci.Registry
 	cfg     connectors.Config
 	conf    Config
-	invalid error
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
 	hubBase *url.URL
-	// reg does the distribution calls over a client that reads Docker
-	// Hub's rate-limit headers.
-	reg *oci.Connector
 
 	hubSem chan struct{} // guards hubTok, hubExp; one token fetch at a time
 	hubTok string
@@ -105,12 +102,8 @@ type Connector struct {
 // is reported by Validate and by every call.
 func New(cfg connectors.Config) (*Connector, error) {
 	var conf Config
-	if len(cfg.Config) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanent(fmt.Errorf("registry.dockerhub: config: %w", err))
-		}
+	if err := oci.DecodeConfig(cfg, Type, &conf); err != nil {
+		return nil, err
 	}
 	if conf.Endpoint == "" {
 		conf.Endpoint = DefaultEndpoint
@@ -124,19 +117,12 @@ func New(cfg connectors.Config) (*Connector, error) {
 	if conf.Namespace == "" {
 		conf.Namespace = strings.ToLower(conf.Username)
 	}
-	c := &Connector{cfg: cfg, conf: conf, timeout: 30 * time.Second, log: cfg.Logger, now: cfg.Now, hubSem: make(chan struct{}, 1)}
-	if conf.TimeoutSeconds > 0 {
-		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	c.log = c.log.With("provider", "dockerhub", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
+	c := &Connector{cfg: cfg, conf: conf, timeout: oci.Timeout(conf.TimeoutSeconds), log: oci.Logger(cfg, "dockerhub"), now: cfg.Now, hubSem: make(chan struct{}, 1)}
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.reg = c.registry(conf.ProbeRepository)
-	c.invalid = c.check()
+	reg := c.registry(conf.ProbeRepository)
+	c.Registry = oci.Embed(oci.Provider{Type: Type, Name: "dockerhub"}, reg, c.check(reg))
 	return c, nil
 }
 
@@ -155,7 +141,7 @@ func (c *Connector) registry(probe string) *oci.Connector {
 	})
 }
 
-func (c *Connector) check() error {
+func (c *Connector) check(reg *oci.Connector) error {
 	conf := c.conf
 	invalid := func(field, format string, args ...any) error {
 		return fault.Permanent(&ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
@@ -167,16 +153,13 @@ func (c *Connector) check() error {
 		// Never quote the value: it may be the secret itself.
 		return invalid("token", "must be an AuthRef URI (authref://...), not a secret in clear")
 	}
-	if err := c.reg.Validate(); err != nil {
-		var ce *oci.ConfigError
-		if errors.As(err, &ce) {
-			field := ce.Field
+	if err := reg.Validate(); err != nil {
+		return oci.Reword(err, func(field, reason string) error {
 			if field == "password" {
 				field = "token"
 			}
-			return fault.Permanent(&ConfigError{Field: field, Reason: ce.Reason})
-		}
-		return err
+			return &ConfigError{Field: field, Reason: reason}
+		})
 	}
 	if conf.Namespace == "" {
 		return invalid("namespace", "is required without a username (whose repositories to discover, e.g. library)")
@@ -195,17 +178,7 @@ func (c *Connector) check() error {
 	return nil
 }
 
-func (c *Connector) Type() string     { return Type }
-func (c *Connector) Provider() string { return "dockerhub" }
-func (c *Connector) Validate() error  { return c.invalid }
-func (c *Connector) Close() error     { return c.reg.Close() }
-
-func (c *Connector) httpClient() *http.Client {
-	if c.cfg.HTTPClient != nil {
-		return c.cfg.HTTPClient
-	}
-	return http.DefaultClient
-}
+func (c *Connector) httpClient() *http.Client { return oci.Client(c.cfg) }
 
 func (c *Connector) secret(ctx context.Context) ([]byte, error) {
 	if c.cfg.Secrets == nil {
@@ -219,39 +192,4 @@ func (c *Connector) secret(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("cannot resolve the token AuthRef: %w", err)
 	}
 	return b, nil
-}
-
-// ListBranches is not a registry concept.
-func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
-	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.dockerhub: branches: %w", errors.ErrUnsupported))
-}
-
-// ListTags, ResolveTag, FetchManifest and VerifyDigest go through the
-// distribution API; repo is the full name ("library/nginx").
-func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Tag]{}, c.invalid
-	}
-	return c.reg.ListTags(ctx, repo, o)
-}
-
-func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
-	if c.invalid != nil {
-		return "", c.invalid
-	}
-	return c.reg.ResolveTag(ctx, repo, tag)
-}
-
-func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
-	if c.invalid != nil {
-		return connectors.Manifest{}, c.invalid
-	}
-	return c.reg.FetchManifest(ctx, repo, reference)
-}
-
-func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
-	if c.invalid != nil {
-		return c.invalid
-	}
-	return c.reg.VerifyDigest(ctx, repo, digest)
 }

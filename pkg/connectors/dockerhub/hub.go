@@ -164,8 +164,8 @@ type hubRepo struct {
 // outside the namespace, only public ones are listed.
 func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptions) (connectors.Page[connectors.Repository], error) {
 	var out connectors.Page[connectors.Repository]
-	if c.invalid != nil {
-		return out, c.invalid
+	if err := c.Validate(); err != nil {
+		return out, err
 	}
 	page, err := cursorPage(o.Cursor)
 	if err != nil {

@@ -2,18 +2,16 @@ package ecr
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
-	"inthub.dev/pkg/fault"
 )
 
 // Capabilities reported as Checks, beside oci's ping, tags and digest.
 const (
-	CheckAuth  = "auth"  // GetAuthorizationToken mints a registry token
-	CheckRepos = "repos" // the catalog can be listed
+	CheckAuth  = "auth"         // GetAuthorizationToken mints a registry token
+	CheckRepos = oci.CheckRepos // the catalog can be listed
 )
 
 // TestConnection runs, one Check each: a fresh GetAuthorizationToken
@@ -31,80 +29,35 @@ func (c *Connector) CheckHealth(ctx context.Context) connectors.Result {
 }
 
 func (c *Connector) probe(ctx context.Context, full bool) connectors.Result {
-	start := time.Now()
-	r := connectors.Result{Details: map[string]string{}}
-	err := c.run(ctx, full, &r)
-	r = oci.Finish(r, start, err, "ECR issues tokens and the registry answers")
-	op := "health_check"
-	if full {
-		op = "test_connection"
-	}
-	if err != nil {
-		c.log.WarnContext(ctx, "ecr check failed", "operation", op, "class", r.Class.String(), "error", r.Message)
-	} else {
-		c.log.DebugContext(ctx, "ecr check passed", "operation", op, "latencyMs", r.Latency.Milliseconds())
-	}
-	return r
-}
-
-func (c *Connector) run(ctx context.Context, full bool, r *connectors.Result) error {
-	if c.invalid != nil {
-		r.Checks = append(r.Checks, failed(CheckAuth, 0, c.invalid))
-		return c.invalid
-	}
-	r.Details["authMode"] = c.conf.AuthMode
-	r.Details["region"] = c.conf.Region
-	t := time.Now()
-	tok, err := c.token(ctx, full)
-	if err != nil {
-		r.Checks = append(r.Checks, failed(CheckAuth, time.Since(t), err))
-		return err
-	}
-	exp := tok.expires
-	r.CredentialExpiry = &exp
-	r.Details["tokenExpiresAt"] = exp.UTC().Format(time.RFC3339)
-	msg := "authorization token valid until " + r.Details["tokenExpiresAt"]
-	if tok.proxy != "" {
-		msg += " for " + tok.proxy
-	}
-	r.Checks = append(r.Checks, passed(CheckAuth, time.Since(t), msg))
-
-	probe := c.conf.ProbeRepository
-	if full || probe == "" {
-		t = time.Now()
-		page, err := c.reg.ListRepositories(ctx, connectors.ListOptions{Limit: 1})
-		if err != nil {
-			r.Checks = append(r.Checks, failed(CheckRepos, time.Since(t), err))
-			return err
-		}
-		if full {
-			r.Checks = append(r.Checks, passed(CheckRepos, time.Since(t), "repositories listed"))
-		}
-		if probe == "" && len(page.Items) > 0 {
-			probe = page.Items[0].FullName
-		}
-	}
-	reg := c.reg
-	if probe != c.conf.ProbeRepository {
-		reg = oci.NewWithOptions(c.cfg, c.ociConfig(probe), oci.Options{Credentials: c.credentials, Refused: c.dropToken})
-	}
-	if err := reg.Run(ctx, full, r); err != nil {
-		return err
-	}
-	if probe == "" {
-		r.Details["probe"] = "no repository found: tags and digest were not checked"
-	}
-	return nil
-}
-
-func passed(capability string, d time.Duration, msg string) connectors.Check {
-	return connectors.Check{Capability: capability, OK: true, Message: msg, Latency: d}
-}
-
-func failed(capability string, d time.Duration, err error) connectors.Check {
-	class := fault.ClassOf(err)
-	if class == fault.ClassUnknown {
-		class = fault.ClassTransient
-	}
-	return connectors.Check{Capability: capability, Message: fmt.Sprint(err), Latency: d, Class: class}
+	return oci.Report(ctx, &c.Registry, c.log, oci.Check{
+		Full:    full,
+		First:   CheckAuth,
+		Healthy: "ECR issues tokens and the registry answers",
+		Steps: func(ctx context.Context, r *connectors.Result) error {
+			r.Details["authMode"] = c.conf.AuthMode
+			r.Details["region"] = c.conf.Region
+			t := time.Now()
+			tok, err := c.token(ctx, full)
+			if err != nil {
+				r.Checks = append(r.Checks, oci.Failed(CheckAuth, time.Since(t), err))
+				return err
+			}
+			exp := tok.expires
+			r.CredentialExpiry = &exp
+			r.Details["tokenExpiresAt"] = exp.UTC().Format(time.RFC3339)
+			msg := "authorization token valid until " + r.Details["tokenExpiresAt"]
+			if tok.proxy != "" {
+				msg += " for " + tok.proxy
+			}
+			r.Checks = append(r.Checks, oci.Passed(CheckAuth, time.Since(t), msg))
+			return nil
+		},
+		Probe: oci.Probe{
+			Repository: c.conf.ProbeRepository,
+			List:       c.Inner().ListRepositories,
+			Listed:     "repositories listed",
+			None:       "no repository found: tags and digest were not checked",
+			For:        c.registry,
+		},
+	})
 }

@@ -9,10 +9,6 @@
 package ecr
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -106,18 +102,16 @@ type Config struct {
 	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
 }
 
-const defaultTimeout = 30 * time.Second
-
 // Connector is one ECR integration. It is safe for concurrent use.
 type Connector struct {
+	// Registry does the distribution API calls with the token as
+	// password.
+	oci.Registry
 	cfg     connectors.Config
 	conf    Config
-	invalid error
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
-	// reg does the distribution API calls with the token as password.
-	reg *oci.Connector
 
 	mu  sync.Mutex
 	api *awsecr.Client // built at first use
@@ -138,12 +132,8 @@ var (
 // is reported by Validate and by every call.
 func New(cfg connectors.Config) (*Connector, error) {
 	var conf Config
-	if len(cfg.Config) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanent(fmt.Errorf("registry.ecr: config: %w", err))
-		}
+	if err := oci.DecodeConfig(cfg, Type, &conf); err != nil {
+		return nil, err
 	}
 	if conf.AuthMode == "" {
 		conf.AuthMode = AuthStatic
@@ -151,23 +141,18 @@ func New(cfg connectors.Config) (*Connector, error) {
 	if conf.SecretAccessKey == "" && conf.AccessKeyID != "" {
 		conf.SecretAccessKey = cfg.AuthRef
 	}
-	c := &Connector{cfg: cfg, conf: conf, timeout: defaultTimeout, log: cfg.Logger, now: cfg.Now}
-	if conf.TimeoutSeconds > 0 {
-		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	c.log = c.log.With("provider", "ecr", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
+	c := &Connector{cfg: cfg, conf: conf, timeout: oci.Timeout(conf.TimeoutSeconds), log: oci.Logger(cfg, "ecr"), now: cfg.Now}
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.reg = oci.NewWithOptions(cfg, c.ociConfig(conf.ProbeRepository), oci.Options{
-		Credentials: c.credentials,
-		Refused:     c.dropToken,
-	})
-	c.invalid = c.check()
+	reg := c.registry(conf.ProbeRepository)
+	c.Registry = oci.Embed(oci.Provider{Type: Type, Name: "ecr"}, reg, c.check(reg))
 	return c, nil
+}
+
+// registry is the distribution connector for probe.
+func (c *Connector) registry(probe string) *oci.Connector {
+	return oci.NewWithOptions(c.cfg, c.ociConfig(probe), oci.Options{Credentials: c.credentials, Refused: c.dropToken})
 }
 
 // RegistryEndpoint is the registry host of an account in a region.
@@ -200,8 +185,10 @@ func (c *Connector) ociConfig(probe string) oci.Config {
 }
 
 func invalid(field, format string, args ...any) error {
-	return fault.Permanent(&ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	return fault.Permanent(configError(field, fmt.Sprintf(format, args...)))
 }
+
+func configError(field, reason string) error { return &ConfigError{Field: field, Reason: reason} }
 
 // ConfigError names the config field that is wrong.
 type ConfigError struct {
@@ -211,7 +198,7 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string { return "registry.ecr: " + e.Field + " " + e.Reason }
 
-func (c *Connector) check() error {
+func (c *Connector) check(reg *oci.Connector) error {
 	conf := c.conf
 	if !regionRE.MatchString(conf.Region) {
 		return invalid("region", "must be an AWS region, e.g. us-east-1")
@@ -222,12 +209,8 @@ func (c *Connector) check() error {
 	if conf.RegistryID == "" && conf.Endpoint == "" {
 		return invalid("registryId", "is required (or give the registry endpoint)")
 	}
-	if err := c.reg.Validate(); err != nil {
-		var ce *oci.ConfigError
-		if errors.As(err, &ce) {
-			return invalid(ce.Field, "%s", ce.Reason)
-		}
-		return err
+	if err := reg.Validate(); err != nil {
+		return oci.Reword(err, configError)
 	}
 	for field, v := range map[string]string{"apiEndpoint": conf.APIEndpoint, "stsEndpoint": conf.STSEndpoint} {
 		if v == "" {
@@ -288,10 +271,6 @@ func (c *Connector) check() error {
 	return nil
 }
 
-func (c *Connector) Type() string     { return Type }
-func (c *Connector) Provider() string { return "ecr" }
-func (c *Connector) Validate() error  { return c.invalid }
-
 // Close drops the cached token; the connector stays usable.
 func (c *Connector) Close() error {
 	c.dropToken()
@@ -300,57 +279,7 @@ func (c *Connector) Close() error {
 
 // httpClient is the caller's egress-controlled client, for every call
 // whose address the config can steer (ECR API, STS, registry).
-func (c *Connector) httpClient() *http.Client {
-	if c.cfg.HTTPClient != nil {
-		return c.cfg.HTTPClient
-	}
-	return http.DefaultClient
-}
-
-// ListRepositories lists one page of the registry's catalog.
-func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptions) (connectors.Page[connectors.Repository], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Repository]{}, c.invalid
-	}
-	return c.reg.ListRepositories(ctx, o)
-}
-
-// ListBranches is not a registry concept.
-func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
-	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.ecr: branches: %w", errors.ErrUnsupported))
-}
-
-// ListTags lists one page of a repository's tags.
-func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Tag]{}, c.invalid
-	}
-	return c.reg.ListTags(ctx, repo, o)
-}
-
-// ResolveTag returns the digest a tag points at.
-func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
-	if c.invalid != nil {
-		return "", c.invalid
-	}
-	return c.reg.ResolveTag(ctx, repo, tag)
-}
-
-// FetchManifest GETs a manifest or index by tag or digest.
-func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
-	if c.invalid != nil {
-		return connectors.Manifest{}, c.invalid
-	}
-	return c.reg.FetchManifest(ctx, repo, reference)
-}
-
-// VerifyDigest fetches the manifest by digest and checks its hash.
-func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
-	if c.invalid != nil {
-		return c.invalid
-	}
-	return c.reg.VerifyDigest(ctx, repo, digest)
-}
+func (c *Connector) httpClient() *http.Client { return oci.Client(c.cfg) }
 
 // awsString is aws.String for an optional field.
 func awsString(s string) *string {

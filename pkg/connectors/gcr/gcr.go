@@ -9,10 +9,6 @@
 package gcr
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -78,18 +74,15 @@ type Config struct {
 	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
 }
 
-const defaultTimeout = 30 * time.Second
-
 // Connector is one GCR or Artifact Registry integration. It is safe for
 // concurrent use.
 type Connector struct {
+	oci.Registry
 	cfg     connectors.Config
 	conf    Config
-	invalid error
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
-	reg     *oci.Connector
 
 	mu  sync.Mutex
 	tok token
@@ -100,29 +93,18 @@ type Connector struct {
 // is reported by Validate and by every call.
 func New(cfg connectors.Config) (*Connector, error) {
 	var conf Config
-	if len(cfg.Config) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanent(fmt.Errorf("registry.gcr: config: %w", err))
-		}
+	if err := oci.DecodeConfig(cfg, Type, &conf); err != nil {
+		return nil, err
 	}
 	if conf.ServiceAccountKey == "" {
 		conf.ServiceAccountKey = cfg.AuthRef
 	}
-	c := &Connector{cfg: cfg, conf: conf, timeout: defaultTimeout, log: cfg.Logger, now: cfg.Now}
-	if conf.TimeoutSeconds > 0 {
-		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	c.log = c.log.With("provider", "gcr", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
+	c := &Connector{cfg: cfg, conf: conf, timeout: oci.Timeout(conf.TimeoutSeconds), log: oci.Logger(cfg, "gcr"), now: cfg.Now}
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.reg = c.registry(conf.ProbeRepository)
-	c.invalid = c.check()
+	reg := c.registry(conf.ProbeRepository)
+	c.Registry = oci.Embed(oci.Provider{Type: Type, Name: "gcr"}, reg, c.check(reg))
 	return c, nil
 }
 
@@ -145,16 +127,14 @@ type ConfigError struct {
 func (e *ConfigError) Error() string { return "registry.gcr: " + e.Field + " " + e.Reason }
 
 func invalid(field, format string, args ...any) error {
-	return fault.Permanent(&ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	return fault.Permanent(configError(field, fmt.Sprintf(format, args...)))
 }
 
-func (c *Connector) check() error {
-	if err := c.reg.Validate(); err != nil {
-		var ce *oci.ConfigError
-		if errors.As(err, &ce) {
-			return invalid(ce.Field, "%s", ce.Reason)
-		}
-		return err
+func configError(field, reason string) error { return &ConfigError{Field: field, Reason: reason} }
+
+func (c *Connector) check(reg *oci.Connector) error {
+	if err := reg.Validate(); err != nil {
+		return oci.Reword(err, configError)
 	}
 	if c.conf.ServiceAccountKey == "" {
 		return invalid("serviceAccountKey", "is required (the AuthRef of the service account's JSON key)")
@@ -166,66 +146,10 @@ func (c *Connector) check() error {
 	return nil
 }
 
-func (c *Connector) Type() string     { return Type }
-func (c *Connector) Provider() string { return "gcr" }
-func (c *Connector) Validate() error  { return c.invalid }
-
 // Close drops the cached token; the connector stays usable.
 func (c *Connector) Close() error {
 	c.dropToken()
 	return nil
 }
 
-func (c *Connector) httpClient() *http.Client {
-	if c.cfg.HTTPClient != nil {
-		return c.cfg.HTTPClient
-	}
-	return http.DefaultClient
-}
-
-// ListRepositories lists one page of the registry's catalog. gcr.io lists
-// the repositories the account can read; Artifact Registry answers an
-// empty catalog.
-func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptions) (connectors.Page[connectors.Repository], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Repository]{}, c.invalid
-	}
-	return c.reg.ListRepositories(ctx, o)
-}
-
-// ListBranches is not a registry concept.
-func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
-	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.gcr: branches: %w", errors.ErrUnsupported))
-}
-
-// ListTags lists one page of a repository's tags.
-func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Tag]{}, c.invalid
-	}
-	return c.reg.ListTags(ctx, repo, o)
-}
-
-// ResolveTag returns the digest a tag points at.
-func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
-	if c.invalid != nil {
-		return "", c.invalid
-	}
-	return c.reg.ResolveTag(ctx, repo, tag)
-}
-
-// FetchManifest GETs a manifest or index by tag or digest.
-func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
-	if c.invalid != nil {
-		return connectors.Manifest{}, c.invalid
-	}
-	return c.reg.FetchManifest(ctx, repo, reference)
-}
-
-// VerifyDigest fetches the manifest by digest and checks its hash.
-func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
-	if c.invalid != nil {
-		return c.invalid
-	}
-	return c.reg.VerifyDigest(ctx, repo, digest)
-}
+func (c *Connector) httpClient() *http.Client { return oci.Client(c.cfg) }

@@ -8,9 +8,7 @@
 package ghcr
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,25 +90,20 @@ func (e *ConfigError) Error() string { return "registry.ghcr: " + e.Field + " " 
 
 // Connector is one GHCR integration. It is safe for concurrent use.
 type Connector struct {
+	oci.Registry
 	cfg     connectors.Config
 	conf    Config
-	invalid error
 	timeout time.Duration
 	log     *slog.Logger
 	apiBase *url.URL
-	reg     *oci.Connector
 }
 
 // New builds a connector without I/O; a config that decodes but is wrong
 // is reported by Validate and by every call.
 func New(cfg connectors.Config) (*Connector, error) {
 	var conf Config
-	if len(cfg.Config) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanent(fmt.Errorf("registry.ghcr: config: %w", err))
-		}
+	if err := oci.DecodeConfig(cfg, Type, &conf); err != nil {
+		return nil, err
 	}
 	if conf.Endpoint == "" {
 		conf.Endpoint = DefaultEndpoint
@@ -127,16 +120,12 @@ func New(cfg connectors.Config) (*Connector, error) {
 	if conf.OwnerType == "" {
 		conf.OwnerType = OwnerUser
 	}
-	c := &Connector{cfg: cfg, conf: conf, timeout: 30 * time.Second, log: cfg.Logger}
-	if conf.TimeoutSeconds > 0 {
-		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	c.log = c.log.With("provider", "ghcr", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
-	c.reg = c.registry(conf.ProbeRepository)
-	c.invalid = c.check()
+	c := &Connector{cfg: cfg, conf: conf, timeout: oci.Timeout(conf.TimeoutSeconds), log: oci.Logger(cfg, "ghcr")}
+	reg := c.registry(conf.ProbeRepository)
+	// The distribution calls (ListTags, ResolveTag, FetchManifest,
+	// VerifyDigest; repo is the image path "owner/package") explain a
+	// 403 on the way out.
+	c.Registry = oci.Embed(oci.Provider{Type: Type, Name: "ghcr", Wrap: registryDenied}, reg, c.check(reg))
 	return c, nil
 }
 
@@ -152,7 +141,7 @@ func (c *Connector) registry(probe string) *oci.Connector {
 	})
 }
 
-func (c *Connector) check() error {
+func (c *Connector) check(reg *oci.Connector) error {
 	conf := c.conf
 	invalid := func(field, format string, args ...any) error {
 		return fault.Permanent(&ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
@@ -167,16 +156,13 @@ func (c *Connector) check() error {
 		// Never quote the value: it may be the secret itself.
 		return invalid("token", "must be an AuthRef URI (authref://...), not a secret in clear")
 	}
-	if err := c.reg.Validate(); err != nil {
-		var ce *oci.ConfigError
-		if errors.As(err, &ce) {
-			field := ce.Field
+	if err := reg.Validate(); err != nil {
+		return oci.Reword(err, func(field, reason string) error {
 			if field == "password" {
 				field = "token"
 			}
-			return fault.Permanent(&ConfigError{Field: field, Reason: ce.Reason})
-		}
-		return err
+			return &ConfigError{Field: field, Reason: reason}
+		})
 	}
 	if conf.OwnerType != OwnerUser && conf.OwnerType != OwnerOrg {
 		return invalid("ownerType", "must be %s or %s", OwnerUser, OwnerOrg)
@@ -195,17 +181,7 @@ func (c *Connector) check() error {
 	return nil
 }
 
-func (c *Connector) Type() string     { return Type }
-func (c *Connector) Provider() string { return "ghcr" }
-func (c *Connector) Validate() error  { return c.invalid }
-func (c *Connector) Close() error     { return c.reg.Close() }
-
-func (c *Connector) httpClient() *http.Client {
-	if c.cfg.HTTPClient != nil {
-		return c.cfg.HTTPClient
-	}
-	return http.DefaultClient
-}
+func (c *Connector) httpClient() *http.Client { return oci.Client(c.cfg) }
 
 func (c *Connector) token(ctx context.Context) ([]byte, error) {
 	if c.cfg.Secrets == nil {
@@ -230,42 +206,4 @@ func registryDenied(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w (GHCR needs a classic personal access token with the read:packages scope, and read access to the package for its user)", err)
-}
-
-// ListBranches is not a registry concept.
-func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
-	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.ghcr: branches: %w", errors.ErrUnsupported))
-}
-
-// ListTags, ResolveTag, FetchManifest and VerifyDigest go through the
-// distribution API; repo is the image path ("owner/package").
-func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
-	if c.invalid != nil {
-		return connectors.Page[connectors.Tag]{}, c.invalid
-	}
-	p, err := c.reg.ListTags(ctx, repo, o)
-	return p, registryDenied(err)
-}
-
-func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
-	if c.invalid != nil {
-		return "", c.invalid
-	}
-	d, err := c.reg.ResolveTag(ctx, repo, tag)
-	return d, registryDenied(err)
-}
-
-func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
-	if c.invalid != nil {
-		return connectors.Manifest{}, c.invalid
-	}
-	m, err := c.reg.FetchManifest(ctx, repo, reference)
-	return m, registryDenied(err)
-}
-
-func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
-	if c.invalid != nil {
-		return c.invalid
-	}
-	return registryDenied(c.reg.VerifyDigest(ctx, repo, digest))
 }

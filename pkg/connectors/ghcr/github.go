@@ -161,8 +161,8 @@ type ghPackage struct {
 // full name is the image path on ghcr.io, owner/package, lower case.
 func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptions) (connectors.Page[connectors.Repository], error) {
 	var out connectors.Page[connectors.Repository]
-	if c.invalid != nil {
-		return out, c.invalid
+	if err := c.Validate(); err != nil {
+		return out, err
 	}
 	page, err := cursorPage(o.Cursor)
 	if err != nil {

@@ -6,7 +6,6 @@
 package harbor
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -71,57 +70,51 @@ type Config struct {
 
 // Capabilities reported as Checks, beside oci's ping, tags and digest.
 const (
-	CheckHealth = "health" // /api/v2.0/health and its components
-	CheckAuth   = "auth"   // the account is accepted by the API
-	CheckRepos  = "repos"  // repositories can be listed
+	CheckHealth = "health"       // /api/v2.0/health and its components
+	CheckAuth   = "auth"         // the account is accepted by the API
+	CheckRepos  = oci.CheckRepos // repositories can be listed
 )
 
 // Connector is one Harbor integration. It is safe for concurrent use.
 type Connector struct {
+	// Registry does the distribution API calls (and checks the shared
+	// fields: endpoint, insecure, credentials pairing, probe names).
+	oci.Registry
 	cfg     connectors.Config
 	conf    Config
 	base    *url.URL
-	invalid error
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
-	// reg does the distribution API calls (and checks the shared fields:
-	// endpoint, insecure, credentials pairing, probe names).
-	reg *oci.Connector
 }
 
 // New builds a connector without I/O; a config that decodes but is wrong
 // is reported by Validate and by every call.
 func New(cfg connectors.Config) (*Connector, error) {
 	var conf Config
-	if len(cfg.Config) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanent(fmt.Errorf("registry.harbor: config: %w", err))
-		}
+	if err := oci.DecodeConfig(cfg, Type, &conf); err != nil {
+		return nil, err
 	}
 	if conf.Password == "" {
 		conf.Password = cfg.AuthRef
 	}
-	c := &Connector{cfg: cfg, conf: conf, timeout: 30 * time.Second, log: cfg.Logger, now: cfg.Now}
-	if conf.TimeoutSeconds > 0 {
-		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	c.log = c.log.With("provider", "harbor", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
+	c := &Connector{cfg: cfg, conf: conf, timeout: oci.Timeout(conf.TimeoutSeconds), log: oci.Logger(cfg, "harbor"), now: cfg.Now}
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.reg = oci.NewWithConfig(cfg, c.ociConfig(conf.ProbeRepository))
-	c.invalid = c.check()
-	if c.invalid == nil {
-		u, _ := url.Parse(c.reg.Endpoint())
+	reg := c.registry(conf.ProbeRepository)
+	invalid := c.check(reg)
+	if invalid == nil {
+		u, _ := url.Parse(reg.Endpoint())
 		c.base = u
 	}
+	c.Registry = oci.Embed(oci.Provider{Type: Type, Name: "harbor"}, reg, invalid)
 	return c, nil
+}
+
+// registry is the distribution connector for probe.
+func (c *Connector) registry(probe string) *oci.Connector {
+	return oci.NewWithConfig(c.cfg, c.ociConfig(probe))
 }
 
 func (c *Connector) ociConfig(probe string) oci.Config {
@@ -136,13 +129,9 @@ func (c *Connector) ociConfig(probe string) oci.Config {
 	}
 }
 
-func (c *Connector) check() error {
-	if err := c.reg.Validate(); err != nil {
-		var ce *oci.ConfigError
-		if errors.As(err, &ce) {
-			return fault.Permanent(&oci.ConfigError{Field: ce.Field, Reason: ce.Reason})
-		}
-		return err
+func (c *Connector) check(reg *oci.Connector) error {
+	if err := reg.Validate(); err != nil {
+		return oci.Reword(err, func(field, reason string) error { return &oci.ConfigError{Field: field, Reason: reason} })
 	}
 	if c.conf.Username == "" {
 		return fault.Permanent(&oci.ConfigError{Field: "username", Reason: "is required (a user or robot account)"})
@@ -153,23 +142,13 @@ func (c *Connector) check() error {
 	return nil
 }
 
-func (c *Connector) Type() string     { return Type }
-func (c *Connector) Provider() string { return "harbor" }
-func (c *Connector) Validate() error  { return c.invalid }
-func (c *Connector) Close() error     { return c.reg.Close() }
-
-func (c *Connector) httpClient() *http.Client {
-	if c.cfg.HTTPClient != nil {
-		return c.cfg.HTTPClient
-	}
-	return http.DefaultClient
-}
+func (c *Connector) httpClient() *http.Client { return oci.Client(c.cfg) }
 
 // api GETs path under /api/v2.0 and decodes the JSON answer into v. With
 // auth it sends the account's basic credentials, resolved now; Harbor
 // accepts basic auth for users and robot accounts on its API.
 func (c *Connector) api(ctx context.Context, path string, query url.Values, withAuth bool, v any) (http.Header, error) {
-	if err := c.invalid; err != nil {
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -435,28 +414,9 @@ func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptio
 	return out, nil
 }
 
-// ListBranches is not a registry concept.
-func (c *Connector) ListBranches(context.Context, string, connectors.ListOptions) (connectors.Page[connectors.Branch], error) {
-	return connectors.Page[connectors.Branch]{}, fault.Permanent(fmt.Errorf("registry.harbor: branches: %w", errors.ErrUnsupported))
-}
-
-// ListTags, ResolveTag, FetchManifest and VerifyDigest go through the
-// distribution API; repo is Harbor's full name ("project/repo").
-func (c *Connector) ListTags(ctx context.Context, repo string, o connectors.ListOptions) (connectors.Page[connectors.Tag], error) {
-	return c.reg.ListTags(ctx, repo, o)
-}
-
-func (c *Connector) ResolveTag(ctx context.Context, repo, tag string) (string, error) {
-	return c.reg.ResolveTag(ctx, repo, tag)
-}
-
-func (c *Connector) FetchManifest(ctx context.Context, repo, reference string) (connectors.Manifest, error) {
-	return c.reg.FetchManifest(ctx, repo, reference)
-}
-
-func (c *Connector) VerifyDigest(ctx context.Context, repo, digest string) error {
-	return c.reg.VerifyDigest(ctx, repo, digest)
-}
+// ListTags, ResolveTag, FetchManifest and VerifyDigest come from
+// oci.Registry, through the distribution API; repo is Harbor's full name
+// ("project/repo").
 
 // Cursors are opaque to callers: base64url of a small query.
 var base64URL = base64.RawURLEncoding

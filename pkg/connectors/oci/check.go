@@ -52,7 +52,7 @@ func (c *Connector) Run(ctx context.Context, full bool, r *connectors.Result) er
 		r.Details = map[string]string{}
 	}
 	if err := c.ready(); err != nil {
-		r.Checks = append(r.Checks, failed(CheckPing, 0, err))
+		r.Checks = append(r.Checks, Failed(CheckPing, 0, err))
 		return err
 	}
 	r.Details["endpoint"] = c.base.String()
@@ -60,10 +60,10 @@ func (c *Connector) Run(ctx context.Context, full bool, r *connectors.Result) er
 
 	t := time.Now()
 	if err := s.ping(ctx); err != nil {
-		r.Checks = append(r.Checks, failed(CheckPing, time.Since(t), err))
+		r.Checks = append(r.Checks, Failed(CheckPing, time.Since(t), err))
 		return err
 	}
-	r.Checks = append(r.Checks, passed(CheckPing, time.Since(t), "/v2/ answered; credentials accepted"))
+	r.Checks = append(r.Checks, Passed(CheckPing, time.Since(t), "/v2/ answered; credentials accepted"))
 
 	repo := c.conf.ProbeRepository
 	if repo == "" {
@@ -80,7 +80,7 @@ func (c *Connector) Run(ctx context.Context, full bool, r *connectors.Result) er
 		t = time.Now()
 		page, err := s.listTags(ctx, repo, connectors.ListOptions{Limit: limit})
 		if err != nil {
-			r.Checks = append(r.Checks, failed(CheckTags, time.Since(t), err))
+			r.Checks = append(r.Checks, Failed(CheckTags, time.Since(t), err))
 			return err
 		}
 		if full {
@@ -88,12 +88,12 @@ func (c *Connector) Run(ctx context.Context, full bool, r *connectors.Result) er
 			if page.Next != "" {
 				more = " (first page)"
 			}
-			r.Checks = append(r.Checks, passed(CheckTags, time.Since(t), fmt.Sprintf("%d tags listed in %s%s", len(page.Items), repo, more)))
+			r.Checks = append(r.Checks, Passed(CheckTags, time.Since(t), fmt.Sprintf("%d tags listed in %s%s", len(page.Items), repo, more)))
 		}
 		if tag == "" {
 			if len(page.Items) == 0 {
 				err := fault.Permanent(fmt.Errorf("repository %s has no tags to resolve: push one or set probeTag", repo))
-				r.Checks = append(r.Checks, failed(CheckDigest, 0, err))
+				r.Checks = append(r.Checks, Failed(CheckDigest, 0, err))
 				return err
 			}
 			tag = page.Items[0].Name
@@ -103,11 +103,11 @@ func (c *Connector) Run(ctx context.Context, full bool, r *connectors.Result) er
 	t = time.Now()
 	d, err := s.resolveTag(ctx, repo, tag)
 	if err != nil {
-		r.Checks = append(r.Checks, failed(CheckDigest, time.Since(t), err))
+		r.Checks = append(r.Checks, Failed(CheckDigest, time.Since(t), err))
 		return err
 	}
 	r.Details["digest"] = d
-	r.Checks = append(r.Checks, passed(CheckDigest, time.Since(t), fmt.Sprintf("%s:%s resolves to %s", repo, tag, d)))
+	r.Checks = append(r.Checks, Passed(CheckDigest, time.Since(t), fmt.Sprintf("%s:%s resolves to %s", repo, tag, d)))
 	return nil
 }
 
@@ -147,12 +147,4 @@ func classOf(err error) fault.Class {
 	}
 	// Unclassified is retried by the frame anyway; say so plainly.
 	return fault.ClassTransient
-}
-
-func passed(capability string, d time.Duration, msg string) connectors.Check {
-	return connectors.Check{Capability: capability, OK: true, Message: msg, Latency: d}
-}
-
-func failed(capability string, d time.Duration, err error) connectors.Check {
-	return connectors.Check{Capability: capability, OK: false, Message: err.Error(), Latency: d, Class: classOf(err)}
 }

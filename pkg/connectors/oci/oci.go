@@ -15,9 +15,7 @@
 package oci
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,12 +99,8 @@ type Connector struct {
 // reported by Validate (and by every call).
 func New(cfg connectors.Config) (*Connector, error) {
 	var conf Config
-	if len(cfg.Config) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanent(fmt.Errorf("registry.oci: config: %w", err))
-		}
+	if err := DecodeConfig(cfg, Type, &conf); err != nil {
+		return nil, err
 	}
 	return NewWithConfig(cfg, conf), nil
 }
@@ -146,14 +140,8 @@ func NewWithOptions(cfg connectors.Config, conf Config, opts Options) *Connector
 		// config names a user but no password field.
 		conf.Password = cfg.AuthRef
 	}
-	c := &Connector{cfg: cfg, conf: conf, creds: opts.Credentials, refused: opts.Refused, timeout: defaultTimeout, log: cfg.Logger, now: cfg.Now}
-	if conf.TimeoutSeconds > 0 {
-		c.timeout = time.Duration(conf.TimeoutSeconds) * time.Second
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	c.log = c.log.With("provider", "oci", "integrationId", cfg.IntegrationID, "tenantId", cfg.TenantID)
+	c := &Connector{cfg: cfg, conf: conf, creds: opts.Credentials, refused: opts.Refused,
+		timeout: Timeout(conf.TimeoutSeconds), log: Logger(cfg, "oci"), now: cfg.Now}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -261,9 +249,4 @@ func validRepo(host, repo string) error {
 func (c *Connector) ready() error { return c.invalid }
 
 // httpClient is the caller's egress-controlled client.
-func (c *Connector) httpClient() *http.Client {
-	if c.cfg.HTTPClient != nil {
-		return c.cfg.HTTPClient
-	}
-	return http.DefaultClient
-}
+func (c *Connector) httpClient() *http.Client { return Client(c.cfg) }
