@@ -18,7 +18,7 @@ BENCH_FLAGS ?= -run '^$$' -bench . -benchmem
 # Extra arguments for `make run`, e.g. make run ARGS='--sync-always'.
 ARGS ?=
 
-.PHONY: all build run test bench bench-e2e lint fmt-check vet staticcheck tidy clean
+.PHONY: all build run test bench bench-e2e bench-cluster lint fmt-check vet staticcheck tidy clean
 
 all: build
 
@@ -54,6 +54,15 @@ BENCH_E2E_ARGS ?= -e2e.requests 2000 -e2e.changes 300 -e2e.rate 100
 bench-e2e:
 	INTHUB_BENCH_E2E=1 $(GO) test -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -count 1 -v \
 		inthub.dev/services/e2e -args $(BENCH_E2E_ARGS) | grep -v '^        {'
+
+# The fleet on one NATS server, then on a cluster of three with R3 streams,
+# in one run (BenchmarkFleetCluster): annotation and outbox throughput on
+# each, then the SCM leader's node killed under load on the cluster (time
+# back to full throughput, duplicates). docs/benchmarks.md has the numbers.
+BENCH_CLUSTER_ARGS ?= -e2e.requests 1000 -e2e.changes 300
+bench-cluster:
+	INTHUB_BENCH_E2E=1 $(GO) test -run '^$$' -bench '^BenchmarkFleetCluster$$' -benchtime 1x -count 1 -v -timeout 30m \
+		inthub.dev/services/e2e -args $(BENCH_CLUSTER_ARGS) | grep -v '^        {'
 
 lint: fmt-check vet staticcheck
 
