@@ -132,7 +132,8 @@ func TestResourcesUnbuildable(t *testing.T) {
 	var closed atomic.Int64
 	reg.Register(connectors.Info{Type: typeFake, Provider: "fake", Capabilities: []string{KindRepos}},
 		func(connectors.Config) (connectors.Connector, error) {
-			return &fakeConnector{provisionErr: fault.RetryAfter(errors.New("rate limited"), time.Minute), closed: &closed}, nil
+			return &listerConnector{fakeConnector: fakeConnector{provisionErr: fault.RetryAfter(errors.New("rate limited"), time.Minute), closed: &closed},
+				calls: new(atomic.Int64)}, nil
 		})
 	b, err := New(reg, nil, egress.Policy{})
 	if err != nil {

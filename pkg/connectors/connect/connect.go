@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,24 +44,48 @@ const DefaultTimeout = 10 * time.Second
 // removed).
 var ErrNoConnector = errors.New("no connector for the integration's type")
 
-// Kinds of resources that discovery lists.
+// The kinds of resources that every Discoverer lists (those its type
+// declares). Connectors declare further kinds through
+// connectors.ResourceLister: discovery lists whatever kind a type's
+// connector declares.
 const (
-	KindRepos    = "repos"
-	KindBranches = "branches"
-	KindTags     = "tags"
+	KindRepos    = connectors.KindRepos
+	KindBranches = connectors.KindBranches
+	KindTags     = connectors.KindTags
 )
 
-// Kinds lists the resource kinds, in the order the API documents them.
+// Kinds are the Discoverer's kinds, in the order the API documents them.
 var Kinds = []string{KindRepos, KindBranches, KindTags}
 
 // UnsupportedError says an integration's connector cannot list a kind.
 type UnsupportedError struct {
 	Type string
 	Kind string
+	// Supported are the kinds the type lists, in its order; nil when they
+	// could not be learnt (a config the connector refuses).
+	Supported []string
 }
 
 func (e *UnsupportedError) Error() string {
-	return fmt.Sprintf("integrations of type %s cannot list %s", e.Type, e.Kind)
+	s := fmt.Sprintf("integrations of type %s cannot list %s", e.Type, e.Kind)
+	switch {
+	case e.Supported == nil:
+	case len(e.Supported) == 0:
+		s += "; they list no resources"
+	default:
+		s += "; they list " + strings.Join(e.Supported, ", ")
+	}
+	return s
+}
+
+// RepoRequiredError says a kind is listed within a repository that the
+// query does not name.
+type RepoRequiredError struct {
+	Kind string
+}
+
+func (e *RepoRequiredError) Error() string {
+	return "a repository is required for kind=" + e.Kind + ": a repository as listed by kind=repos"
 }
 
 // ProviderError is a discovery call that the provider failed. Err is
@@ -241,11 +266,23 @@ func (e *stageError) Unwrap() error { return e.err }
 // has no connector; any other error is classified (fault) and fit for the
 // user to read.
 func (b *Builder) Connector(ctx context.Context, it events.Integration) (connectors.Connector, error) {
+	conn, _, err := b.build(ctx, it)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.provision(ctx, it, conn); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// build builds and validates the connector of it, without I/O.
+func (b *Builder) build(ctx context.Context, it events.Integration) (connectors.Connector, connectors.Info, error) {
 	c := Call{TenantID: it.TenantID, IntegrationID: it.ID, Actor: actorFrom(ctx)}
-	ctx = withCall(ctx, c)
 	info, ok := b.reg.Lookup(it.Type)
 	if !ok {
-		return nil, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)
+		return nil, info, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)
 	}
 	cfg := connectors.Config{
 		IntegrationID: it.ID,
@@ -266,21 +303,29 @@ func (b *Builder) Connector(ctx context.Context, it events.Integration) (connect
 	if err != nil {
 		var ute *connectors.UnknownTypeError
 		if errors.As(err, &ute) {
-			return nil, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)
+			return nil, info, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)
 		}
-		return nil, &stageError{stage: "config", err: permanentIfUnknown(err)}
+		return nil, info, &stageError{stage: "config", err: permanentIfUnknown(err)}
 	}
 	if err := conn.Validate(); err != nil {
 		_ = conn.Close()
-		return nil, &stageError{stage: "config", err: permanentIfUnknown(err)}
+		return nil, info, &stageError{stage: "config", err: permanentIfUnknown(err)}
 	}
-	if p, ok := conn.(connectors.Provisioner); ok {
-		if err := p.Provision(ctx); err != nil {
-			_ = conn.Close()
-			return nil, &stageError{stage: "auth", err: err}
-		}
+	return conn, info, nil
+}
+
+// provision runs a built connector's Provision; the caller closes the
+// connector either way.
+func (b *Builder) provision(ctx context.Context, it events.Integration, conn connectors.Connector) error {
+	p, ok := conn.(connectors.Provisioner)
+	if !ok {
+		return nil
 	}
-	return conn, nil
+	ctx = withCall(ctx, Call{TenantID: it.TenantID, IntegrationID: it.ID, Actor: actorFrom(ctx)})
+	if err := p.Provision(ctx); err != nil {
+		return &stageError{stage: "auth", err: err}
+	}
+	return nil
 }
 
 func permanentIfUnknown(err error) error {
@@ -422,8 +467,12 @@ func (b *Builder) logResult(ctx context.Context, op string, it events.Integratio
 
 // ResourceQuery is one page of a discovery listing.
 type ResourceQuery struct {
-	Kind   string // KindRepos, KindBranches, KindTags
-	Repo   string // the repository, for branches and tags
+	// Kind is what to list: one of Kinds, or a kind the type's connector
+	// declares (connectors.ResourceLister).
+	Kind string
+	// Repo is the repository of a kind listed within one (branches,
+	// tags, workflows, pipelines); ignored for the others.
+	Repo   string
 	Limit  int
 	Cursor string
 	// Fresh skips the cache.
@@ -433,18 +482,26 @@ type ResourceQuery struct {
 // Resource is one discovered resource, of any kind.
 type Resource struct {
 	// Name is a repository's full name ("acme/api"), a branch's or a
-	// tag's name.
+	// tag's name, or what a connector's kind names its resources by.
 	Name          string
 	ID            string
 	DefaultBranch string
 	Private       bool
 	CommitSHA     string
 	Digest        string
+	// URL is where people see the resource, where the provider tells.
+	URL string
+	// Attributes are what a connector's kind reports beyond the name
+	// (connectors.Resource.Attributes).
+	Attributes map[string]string
 }
 
 // ResourcePage is a page of a discovery listing.
 type ResourcePage struct {
-	Kind     string
+	Kind string
+	// Repo is the repository the page was listed within, "" for a kind
+	// listed without one.
+	Repo     string
 	Items    []Resource
 	Next     string
 	Provider string
@@ -460,28 +517,49 @@ type discoveryKey struct {
 }
 
 // Supports reports whether integrations of typ can list kind, by the
-// type's declared capabilities.
+// type's declared capabilities: a type names every kind it lists among
+// them, the Discoverer's and its connector's own.
 func (b *Builder) Supports(typ, kind string) bool {
 	info, ok := b.reg.Lookup(typ)
 	return ok && slices.Contains(info.Capabilities, kind)
 }
 
+// ResourceKinds lists the kinds integrations like it can list: the
+// Discoverer's that its type declares, then its connector's own. The
+// connector is built, without I/O, to ask it.
+func (b *Builder) ResourceKinds(ctx context.Context, it events.Integration) ([]connectors.ResourceKind, error) {
+	conn, info, err := b.build(ctx, it)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return connectors.ResourceKindsOf(conn, info.Capabilities), nil
+}
+
+func kindNames(kinds []connectors.ResourceKind) []string {
+	out := make([]string, 0, len(kinds))
+	for _, k := range kinds {
+		out = append(out, k.Name)
+	}
+	return out
+}
+
 // Resources lists one page of resources of it, cached ten minutes per
 // version of the integration and query (cache.Discovery). Errors: a type
 // without a connector (ErrNoConnector), a kind the type cannot list
-// (*UnsupportedError), a provider failure (*ProviderError). A connector
-// that cannot be built (a bad config, credentials refused at provisioning)
-// is a *ProviderError too: the provider cannot be asked.
+// (*UnsupportedError, with the kinds it can), a kind listed within a
+// repository asked without one (*RepoRequiredError), a provider failure
+// (*ProviderError). A connector that cannot be built (a bad config,
+// credentials refused at provisioning) is a *ProviderError too: the
+// provider cannot be asked.
 func (b *Builder) Resources(ctx context.Context, it events.Integration, q ResourceQuery) (ResourcePage, error) {
 	provider := b.Provider(it.Type)
 	if provider == "" {
 		return ResourcePage{}, fmt.Errorf("integration type %s: %w", it.Type, ErrNoConnector)
 	}
-	if !slices.Contains(Kinds, q.Kind) || !b.Supports(it.Type, q.Kind) {
-		return ResourcePage{}, &UnsupportedError{Type: it.Type, Kind: q.Kind}
-	}
 	key := discoveryKey{tenant: it.TenantID, id: it.ID, version: it.Version, kind: q.Kind, repo: q.Repo, limit: q.Limit, cursor: q.Cursor}
-	if !q.Fresh {
+	if !q.Fresh && q.Kind != "" {
+		// Only a kind the type lists was ever stored.
 		if p, ok := b.discovery.Get(key); ok {
 			p.Cached = true
 			return p, nil
@@ -489,20 +567,35 @@ func (b *Builder) Resources(ctx context.Context, it events.Integration, q Resour
 	}
 	ctx, cancel := context.WithTimeout(ctx, operationTimeout(it))
 	defer cancel()
-	conn, err := b.Connector(ctx, it)
+	conn, info, err := b.build(ctx, it)
 	if errors.Is(err, ErrNoConnector) {
 		return ResourcePage{}, err
 	}
 	if err != nil {
+		if !b.Supports(it.Type, q.Kind) {
+			// The connector cannot say what it lists, but the type
+			// already says it is not this.
+			return ResourcePage{}, &UnsupportedError{Type: it.Type, Kind: q.Kind}
+		}
 		b.discoverySum.WithLabelValues(provider, q.Kind, "failure").Inc()
 		return ResourcePage{}, &ProviderError{Provider: provider, Err: err}
 	}
 	defer conn.Close()
-	d, ok := conn.(connectors.Discoverer)
+	kinds := connectors.ResourceKindsOf(conn, info.Capabilities)
+	kind, ok := connectors.FindResourceKind(kinds, q.Kind)
 	if !ok {
-		return ResourcePage{}, &UnsupportedError{Type: it.Type, Kind: q.Kind}
+		return ResourcePage{}, &UnsupportedError{Type: it.Type, Kind: q.Kind, Supported: kindNames(kinds)}
 	}
-	page, err := list(ctx, d, q)
+	if !kind.InRepo {
+		q.Repo = ""
+	} else if strings.TrimSpace(q.Repo) == "" {
+		return ResourcePage{}, &RepoRequiredError{Kind: q.Kind}
+	}
+	if err := b.provision(ctx, it, conn); err != nil {
+		b.discoverySum.WithLabelValues(provider, q.Kind, "failure").Inc()
+		return ResourcePage{}, &ProviderError{Provider: provider, Err: err}
+	}
+	page, err := list(ctx, conn, q)
 	if err != nil {
 		b.discoverySum.WithLabelValues(provider, q.Kind, "failure").Inc()
 		b.log.InfoContext(ctx, "resource discovery failed", slog.String("tenantId", it.TenantID),
@@ -511,16 +604,20 @@ func (b *Builder) Resources(ctx context.Context, it events.Integration, q Resour
 		return ResourcePage{}, &ProviderError{Provider: provider, Err: err}
 	}
 	b.discoverySum.WithLabelValues(provider, q.Kind, "success").Inc()
-	page.Kind, page.Provider = q.Kind, provider
+	page.Kind, page.Repo, page.Provider = q.Kind, q.Repo, provider
 	b.discovery.Set(key, page)
 	return page, nil
 }
 
-func list(ctx context.Context, d connectors.Discoverer, q ResourceQuery) (ResourcePage, error) {
+// list asks the connector for one page of q.Kind, which ResourceKindsOf
+// has found among its kinds: the Discoverer's kinds go to Discoverer,
+// any other to ResourceLister.
+func list(ctx context.Context, conn connectors.Connector, q ResourceQuery) (ResourcePage, error) {
 	o := connectors.ListOptions{Limit: q.Limit, Cursor: q.Cursor}
 	var out ResourcePage
-	switch q.Kind {
-	case KindRepos:
+	d, _ := conn.(connectors.Discoverer)
+	switch {
+	case q.Kind == KindRepos && d != nil:
 		p, err := d.ListRepositories(ctx, o)
 		if err != nil {
 			return out, err
@@ -530,7 +627,7 @@ func list(ctx context.Context, d connectors.Discoverer, q ResourceQuery) (Resour
 		for _, r := range p.Items {
 			out.Items = append(out.Items, Resource{Name: r.FullName, ID: r.ID, DefaultBranch: r.DefaultBranch, Private: r.Private})
 		}
-	case KindBranches:
+	case q.Kind == KindBranches && d != nil:
 		p, err := d.ListBranches(ctx, q.Repo, o)
 		if err != nil {
 			return out, err
@@ -540,7 +637,7 @@ func list(ctx context.Context, d connectors.Discoverer, q ResourceQuery) (Resour
 		for _, br := range p.Items {
 			out.Items = append(out.Items, Resource{Name: br.Name, CommitSHA: br.CommitSHA})
 		}
-	case KindTags:
+	case q.Kind == KindTags && d != nil:
 		p, err := d.ListTags(ctx, q.Repo, o)
 		if err != nil {
 			return out, err
@@ -549,6 +646,20 @@ func list(ctx context.Context, d connectors.Discoverer, q ResourceQuery) (Resour
 		out.Items = make([]Resource, 0, len(p.Items))
 		for _, t := range p.Items {
 			out.Items = append(out.Items, Resource{Name: t.Name, Digest: t.Digest})
+		}
+	default:
+		l, ok := conn.(connectors.ResourceLister)
+		if !ok {
+			return out, fault.Permanentf("the connector declares no resource kind %q", q.Kind)
+		}
+		p, err := l.ListResources(ctx, q.Kind, q.Repo, o)
+		if err != nil {
+			return out, err
+		}
+		out.Next = p.Next
+		out.Items = make([]Resource, 0, len(p.Items))
+		for _, r := range p.Items {
+			out.Items = append(out.Items, Resource{Name: r.Name, ID: r.ID, URL: r.URL, Attributes: r.Attributes})
 		}
 	}
 	return out, nil

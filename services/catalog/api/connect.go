@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,19 +106,21 @@ type HealthCheckResult struct {
 
 // Resource is one discovered resource.
 type Resource struct {
-	Name          string `json:"name" doc:"A repository's full name (acme/api, group/sub/project, library/nginx); a branch's or a tag's name."`
-	ID            string `json:"id,omitempty" doc:"The provider's id of a repository."`
-	DefaultBranch string `json:"defaultBranch,omitempty"`
-	Private       bool   `json:"private,omitempty"`
-	CommitSHA     string `json:"commitSha,omitempty" doc:"The commit a branch points at."`
-	Digest        string `json:"digest,omitempty" doc:"The manifest digest a tag points at, where the listing tells."`
+	Name          string            `json:"name" doc:"A repository's full name (acme/api, group/sub/project, library/nginx); a branch's or a tag's name; a workflow's or run's name, a pipeline's #iid, a KV mount's path."`
+	ID            string            `json:"id,omitempty" doc:"The provider's id of the resource, where it has one."`
+	DefaultBranch string            `json:"defaultBranch,omitempty"`
+	Private       bool              `json:"private,omitempty"`
+	CommitSHA     string            `json:"commitSha,omitempty" doc:"The commit a branch points at."`
+	Digest        string            `json:"digest,omitempty" doc:"The manifest digest a tag points at, where the listing tells."`
+	URL           string            `json:"url,omitempty" doc:"Where people see the resource, where the provider tells."`
+	Attributes    map[string]string `json:"attributes,omitempty" doc:"What the kind reports beyond the name: a run's status and conclusion, a pipeline's ref and sha, a KV mount's version."`
 }
 
 // ResourceList is a page of discovered resources.
 type ResourceList struct {
 	IntegrationID string     `json:"integrationId" format:"uuid"`
-	Kind          string     `json:"kind" enum:"repos,branches,tags"`
-	Repo          string     `json:"repo,omitempty"`
+	Kind          string     `json:"kind" doc:"repos, branches, tags, or a kind of the integration's type (its capabilities name them)."`
+	Repo          string     `json:"repo,omitempty" doc:"The repository the page was listed within; absent for a kind listed without one."`
 	Items         []Resource `json:"items"`
 	NextCursor    string     `json:"nextCursor,omitempty" doc:"Pass as ?cursor= for the next page; absent on the last page."`
 	Provider      string     `json:"provider"`
@@ -156,8 +157,8 @@ type healthCheckOutput struct {
 
 type resourcesInput struct {
 	ID     string `path:"id" doc:"Integration id; another tenant's id answers 404."`
-	Kind   string `query:"kind" maxLength:"32" doc:"What to list: repos, branches or tags (the integration type's capabilities say which it supports)."`
-	Repo   string `query:"repo" maxLength:"512" doc:"The repository whose branches or tags to list (required for those kinds), as listed by kind=repos."`
+	Kind   string `query:"kind" maxLength:"32" doc:"What to list: repos, branches, tags, or a kind of the integration's type such as workflows, runs, pipelines or kv_mounts (its capabilities name them; a 400 lists those it supports)."`
+	Repo   string `query:"repo" maxLength:"512" doc:"The repository (a GitLab project) to list within, required for the kinds listed within one (branches, tags, workflows, runs, pipelines), as listed by kind=repos; ignored for the others."`
 	Limit  int    `query:"limit" minimum:"1" maximum:"100" default:"50" doc:"Page size."`
 	Cursor string `query:"cursor" maxLength:"2048" doc:"The nextCursor of the previous page; absent for the first page."`
 	Fresh  bool   `query:"fresh" doc:"List from the provider even if the page is cached."`
@@ -191,10 +192,12 @@ func (s *server) registerConnect() {
 	huma.Register(s.api, hc, s.checkIntegrationHealth)
 
 	res := operation("list-integration-resources", http.MethodGet, "/integrations/{id}/resources",
-		"Discover an integration's resources (repositories, branches, tags)", ScopeRead,
+		"Discover an integration's resources (repositories, branches, tags, and its type's own kinds)", ScopeRead,
 		http.StatusBadRequest, http.StatusNotFound, http.StatusConflict)
 	res.Description = "Lists one page of what the provider holds, cached ten minutes per version of the integration. " +
-		"400: an unknown kind, a kind the integration's type cannot list, or no repo for branches and tags. " +
+		"Besides repos, branches and tags, a type lists the kinds its connector declares (ci.github_actions: workflows and runs; " +
+		"ci.gitlab_ci: pipelines; vault.hashicorp: kv_mounts). " +
+		"400: no kind, a kind the integration's type cannot list (the problem lists those it can), or no repo for a kind listed within one. " +
 		"409: the integration's type has no connector. 502: the provider failed; the problem names the error class, " +
 		"with Retry-After when the provider said how long to wait."
 	res.Responses = map[string]*huma.Response{
@@ -234,13 +237,15 @@ func (s *server) integrationFor(ctx context.Context, id string) (context.Context
 // provider failures.
 func (s *server) connectFail(ctx context.Context, it store.Integration, err error) error {
 	var ue *connect.UnsupportedError
+	var re *connect.RepoRequiredError
 	switch {
 	case errors.Is(err, connect.ErrNoConnector):
 		return problem(http.StatusConflict, "the integration's type has no connector in this catalog", "path.id",
 			"integrations of type "+it.Type+" cannot be called from this catalog (is its plugin loaded?)")
 	case errors.As(err, &ue):
-		return problem(http.StatusBadRequest, "unsupported resource kind", locKind,
-			"integrations of type "+it.Type+" cannot list "+ue.Kind)
+		return problem(http.StatusBadRequest, "unsupported resource kind", locKind, ue.Error())
+	case errors.As(err, &re):
+		return problem(http.StatusBadRequest, "a repository is required", locRepo, re.Error())
 	}
 	return s.fail(ctx, err, slog.String("tenantId", it.TenantID), slog.String("integrationId", it.ID))
 }
@@ -311,9 +316,10 @@ func (s *server) checkIntegrationHealth(ctx context.Context, in *healthCheckInpu
 func (s *server) listResources(ctx context.Context, in *resourcesInput) (*resourcesOutput, error) {
 	// The query is checked before anything is read: a malformed request is
 	// a 400 whatever the id.
-	if !slices.Contains(connect.Kinds, in.Kind) {
-		return nil, problem(http.StatusBadRequest, "unknown resource kind", locKind,
-			"must be one of "+strings.Join(connect.Kinds, ", "))
+	// Any other kind is the type's to judge, once the integration is read.
+	if in.Kind == "" {
+		return nil, problem(http.StatusBadRequest, "a resource kind is required", locKind,
+			"name what to list: "+strings.Join(connect.Kinds, ", ")+", or a kind of the integration's type")
 	}
 	if (in.Kind == connect.KindBranches || in.Kind == connect.KindTags) && strings.TrimSpace(in.Repo) == "" {
 		return nil, problem(http.StatusBadRequest, "a repository is required", locRepo,
@@ -323,12 +329,8 @@ func (s *server) listResources(ctx context.Context, in *resourcesInput) (*resour
 	if err != nil {
 		return nil, err
 	}
-	repo := in.Repo
-	if in.Kind == connect.KindRepos {
-		repo = ""
-	}
 	page, err := s.connectors.Resources(ctx, connectorView(it), connect.ResourceQuery{
-		Kind: in.Kind, Repo: repo, Limit: in.Limit, Cursor: in.Cursor, Fresh: in.Fresh,
+		Kind: in.Kind, Repo: in.Repo, Limit: in.Limit, Cursor: in.Cursor, Fresh: in.Fresh,
 	})
 	var pe *connect.ProviderError
 	if errors.As(err, &pe) {
@@ -338,7 +340,7 @@ func (s *server) listResources(ctx context.Context, in *resourcesInput) (*resour
 		return nil, s.connectFail(ctx, it, err)
 	}
 	out := &resourcesOutput{Body: ResourceList{
-		IntegrationID: it.ID, Kind: in.Kind, Repo: repo, Items: make([]Resource, 0, len(page.Items)),
+		IntegrationID: it.ID, Kind: in.Kind, Repo: page.Repo, Items: make([]Resource, 0, len(page.Items)),
 		NextCursor: page.Next, Provider: page.Provider, Cached: page.Cached,
 	}}
 	for _, r := range page.Items {
