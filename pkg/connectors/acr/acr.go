@@ -23,7 +23,6 @@ import (
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/schemas"
 )
 
 // Type is the integration type id.
@@ -44,19 +43,13 @@ const (
 )
 
 func init() {
-	schema, err := schemas.ConfigSchema(Type)
-	if err != nil {
-		// The schema is embedded: its absence is a broken build.
-		panic(err)
-	}
-	connectors.Default().Register(connectors.Info{
+	oci.Register(connectors.Info{
 		Type:         Type,
 		Provider:     "acr",
 		DisplayName:  "Azure Container Registry",
 		Description:  "Azure Container Registry with a service principal (AAD token → ACR refresh token) or the admin user: tags, tag → digest, manifests, repositories.",
 		Capabilities: []string{"auth", "ping", "repos", "tags", "digest", "manifest"},
-		ConfigSchema: schema,
-	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+	}, New)
 }
 
 // Interface guards.
@@ -82,12 +75,8 @@ type Config struct {
 	Username string `json:"username,omitempty"`
 	// Password is an AuthRef URI; the integration's AuthRef if empty.
 	Password string `json:"password,omitempty"`
-
-	Insecure              bool   `json:"insecure,omitempty"`
-	ProbeRepository       string `json:"probeRepository,omitempty"`
-	ProbeTag              string `json:"probeTag,omitempty"`
-	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
-	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+	// Insecure, the probe repository and tag, the timeouts.
+	oci.Settings
 }
 
 // ConfigError names the config field that is wrong.

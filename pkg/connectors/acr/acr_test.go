@@ -1,10 +1,8 @@
 package acr_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -17,40 +15,24 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/acr"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env is a registry, its AAD and a connector wired to both.
 type env struct {
 	aad *fakeAAD
 	acr *fakeACR
 	clk *clock
-	log *syncBuffer
+	log *ocitest.Buffer
 }
 
 func newEnv(t testing.TB) *env {
 	clk := newClock()
 	aad := newFakeAAD(t, clk)
-	return &env{aad: aad, acr: newFakeACR(t, aad, clk), clk: clk, log: &syncBuffer{}}
+	return &env{aad: aad, acr: newFakeACR(t, aad, clk), clk: clk, log: &ocitest.Buffer{}}
 }
 
 func (e *env) spConfig(extra map[string]any) map[string]any {
@@ -67,38 +49,13 @@ func (e *env) spConfig(extra map[string]any) map[string]any {
 
 func (e *env) connector(t testing.TB, conf map[string]any, sec secrets) *acr.Connector {
 	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	raw, err := json.Marshal(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := acr.New(connectors.Config{
-		IntegrationID: "11111111-1111-1111-1111-111111111111",
-		TenantID:      "22222222-2222-2222-2222-222222222222",
-		Type:          acr.Type,
-		Config:        raw,
-		Secrets:       sec,
-		HTTPClient:    &http.Client{Transport: tr},
-		Logger:        slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:           e.clk.Now,
-	})
+	cfg := ocitest.Config(t, acr.Type, conf, sec, e.log)
+	cfg.Now = e.clk.Now
+	c, err := acr.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func checkNames(r connectors.Result) []string {
-	var out []string
-	for _, c := range r.Checks {
-		mark := "+"
-		if !c.OK {
-			mark = "-"
-		}
-		out = append(out, mark+c.Capability)
-	}
-	return out
 }
 
 // TestServicePrincipalFlow: AAD client credentials → exchange → refresh
@@ -112,8 +69,8 @@ func TestServicePrincipalFlow(t *testing.T) {
 	}
 
 	res := c.TestConnection(ctx)
-	if res.Status != connectors.StatusHealthy || !slices.Equal(checkNames(res), []string{"+auth", "+repos", "+ping", "+tags", "+digest"}) {
-		t.Fatalf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+	if res.Status != connectors.StatusHealthy || !slices.Equal(ocitest.CheckNames(res), []string{"+auth", "+repos", "+ping", "+tags", "+digest"}) {
+		t.Fatalf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 	}
 	want := e.clk.Now().Add(3 * time.Hour)
 	if res.CredentialExpiry == nil || res.CredentialExpiry.Sub(want).Abs() > time.Second {
@@ -242,8 +199,8 @@ func TestAADFailures(t *testing.T) {
 				}
 				return
 			}
-			if res.Status != connectors.StatusUnhealthy || res.Class != tt.class || !slices.Equal(checkNames(res), []string{"-auth"}) {
-				t.Fatalf("TestConnection = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
+			if res.Status != connectors.StatusUnhealthy || res.Class != tt.class || !slices.Equal(ocitest.CheckNames(res), []string{"-auth"}) {
+				t.Fatalf("TestConnection = %s %s %q: %s", res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(res.Message, w) {
@@ -300,9 +257,9 @@ func TestExchangeRefused(t *testing.T) {
 	other := newFakeAAD(t, e.clk)
 	c := e.connector(t, e.spConfig(map[string]any{"authorityHost": other.srv.URL}), secrets{secRef: secret})
 	res := c.TestConnection(ctx)
-	if res.Class != fault.ClassPermanent || !slices.Equal(checkNames(res), []string{"-auth"}) ||
+	if res.Class != fault.ClassPermanent || !slices.Equal(ocitest.CheckNames(res), []string{"-auth"}) ||
 		!strings.Contains(res.Message, "/oauth2/exchange") || !strings.Contains(res.Message, "AcrPull") {
-		t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
+		t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 	}
 	// The refused AAD token is not reused: the next try asks AAD again.
 	_ = c.CheckHealth(ctx)
@@ -320,8 +277,8 @@ func TestAdminUser(t *testing.T) {
 	c := e.connector(t, conf, secrets{adminRef: adminPW})
 	res := c.TestConnection(ctx)
 	// No probeRepository: the first repository of the catalog is probed.
-	if res.Status != connectors.StatusHealthy || !slices.Equal(checkNames(res), []string{"+repos", "+ping", "+tags", "+digest"}) || res.Details["repository"] != "apps/web" {
-		t.Fatalf("TestConnection = %s %q %v: %s", res.Status, checkNames(res), res.Details, res.Message)
+	if res.Status != connectors.StatusHealthy || !slices.Equal(ocitest.CheckNames(res), []string{"+repos", "+ping", "+tags", "+digest"}) || res.Details["repository"] != "apps/web" {
+		t.Fatalf("TestConnection = %s %q %v: %s", res.Status, ocitest.CheckNames(res), res.Details, res.Message)
 	}
 	if e.aad.calls.Load() != 0 || e.acr.exchanges.Load() != 0 {
 		t.Error("admin mode went to AAD")

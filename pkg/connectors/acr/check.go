@@ -71,11 +71,8 @@ func (c *Connector) registry(probe string) *oci.Connector {
 
 func (c *Connector) ociConfig(probe string) oci.Config {
 	conf := oci.Config{
-		Endpoint:        c.conf.Endpoint,
-		Insecure:        c.conf.Insecure,
-		ProbeRepository: probe,
-		ProbeTag:        c.conf.ProbeTag,
-		TimeoutSeconds:  c.conf.TimeoutSeconds,
+		Endpoint: c.conf.Endpoint,
+		Settings: c.conf.Probing(probe),
 	}
 	if c.conf.AuthMode == ModeAdmin {
 		conf.Username, conf.Password = c.conf.Username, c.conf.Password

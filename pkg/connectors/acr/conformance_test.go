@@ -2,10 +2,6 @@ package acr_test
 
 import (
 	"errors"
-	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"inthub.dev/pkg/connectors"
@@ -39,32 +35,11 @@ func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 	case conntest.BadCredentials:
 		return e.connector(t, e.spConfig(timeout), secrets{secRef: "wrong"})
 	case conntest.Unreachable:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		url := "http://" + l.Addr().String()
-		l.Close()
+		url := ocitest.ClosedURL(t)
 		return e.connector(t, e.spConfig(map[string]any{"endpoint": url, "authorityHost": url, "timeoutSeconds": 1}), secrets{secRef: secret})
 	}
-	handler := map[conntest.Scenario]http.HandlerFunc{
-		conntest.Slow: func(w http.ResponseWriter, r *http.Request) {
-			// net/http notices the client hanging up only once the body
-			// is read, and the token calls POST one.
-			_, _ = io.Copy(io.Discard, r.Body)
-			<-r.Context().Done()
-		},
-		conntest.RateLimited: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Retry-After", "3")
-			ocitest.WriteError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "slow down")
-		},
-		conntest.ServerError: func(w http.ResponseWriter, r *http.Request) {
-			ocitest.WriteError(w, http.StatusInternalServerError, "UNKNOWN", "boom")
-		},
-	}[sc]
-	srv := httptest.NewServer(handler)
-	t.Cleanup(srv.Close)
-	return e.connector(t, e.spConfig(map[string]any{"endpoint": srv.URL, "authorityHost": srv.URL, "timeoutSeconds": 1}), secrets{secRef: secret})
+	url := ocitest.Failing(t, sc, ocitest.TooManyRequests("3", "slow down"))
+	return e.connector(t, e.spConfig(map[string]any{"endpoint": url, "authorityHost": url, "timeoutSeconds": 1}), secrets{secRef: secret})
 }
 
 func TestConformance(t *testing.T) { conntest.Run(t, harness{}) }

@@ -1,11 +1,9 @@
 package acr_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -22,8 +20,9 @@ import (
 	"inthub.dev/pkg/connectors/acr"
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/connectors/oci/ocitest"
-	"inthub.dev/pkg/fault"
 )
+
+type secrets = ocitest.Secrets
 
 // clock is the time both the fakes and the connector read, so a test can
 // move past a token's expiry without waiting for it.
@@ -54,16 +53,6 @@ const (
 	adminPW  = "admin-pa55word-value"
 	adminRef = "authref://vault/azure/acr#admin"
 )
-
-type secrets map[string]string
-
-func (s secrets) Resolve(_ context.Context, ref string) ([]byte, error) {
-	v, ok := s[ref]
-	if !ok {
-		return nil, fault.Permanent(errors.New("no such secret"))
-	}
-	return []byte(v), nil
-}
 
 // fakeAAD enforces the Microsoft identity platform's client-credentials
 // grant: POST /{tenant}/oauth2/v2.0/token, a form body, grant_type

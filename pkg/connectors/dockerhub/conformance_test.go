@@ -1,10 +1,7 @@
 package dockerhub_test
 
 import (
-	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -39,37 +36,19 @@ func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 		}
 		return newConnector(t, f.config(map[string]any{"timeoutSeconds": timeout}), sec, nil)
 	case conntest.Unreachable:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		url := "http://" + l.Addr().String()
-		l.Close()
+		url := ocitest.ClosedURL(t)
 		return newConnector(t, map[string]any{"endpoint": url, "hubEndpoint": url, "insecure": true, "username": user,
 			"token": patRef, "timeoutSeconds": timeout}, secrets{patRef: pat}, nil)
 	}
-	handler := map[conntest.Scenario]http.HandlerFunc{
-		conntest.Slow: func(w http.ResponseWriter, r *http.Request) {
-			// net/http notices the client hanging up only once the body
-			// is read, and the Hub login POSTs one.
-			_, _ = io.Copy(io.Discard, r.Body)
-			<-r.Context().Done()
-		},
-		conntest.RateLimited: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Ratelimit-Limit", "100;w=21600")
-			w.Header().Set("Ratelimit-Remaining", "0;w=21600")
-			w.Header().Set("X-Ratelimit-Limit", "180")
-			w.Header().Set("X-Ratelimit-Remaining", "0")
-			w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(time.Now().Add(time.Minute).Unix(), 10))
-			ocitest.WriteError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "You have reached your pull rate limit.")
-		},
-		conntest.ServerError: func(w http.ResponseWriter, r *http.Request) {
-			ocitest.WriteError(w, http.StatusInternalServerError, "UNKNOWN", "boom")
-		},
-	}[sc]
-	srv := httptest.NewServer(handler)
-	t.Cleanup(srv.Close)
-	return newConnector(t, map[string]any{"endpoint": srv.URL, "hubEndpoint": srv.URL, "insecure": true, "username": user,
+	url := ocitest.Failing(t, sc, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Ratelimit-Limit", "100;w=21600")
+		w.Header().Set("Ratelimit-Remaining", "0;w=21600")
+		w.Header().Set("X-Ratelimit-Limit", "180")
+		w.Header().Set("X-Ratelimit-Remaining", "0")
+		w.Header().Set("X-Ratelimit-Reset", strconv.FormatInt(time.Now().Add(time.Minute).Unix(), 10))
+		ocitest.WriteError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "You have reached your pull rate limit.")
+	})
+	return newConnector(t, map[string]any{"endpoint": url, "hubEndpoint": url, "insecure": true, "username": user,
 		"token": patRef, "probeRepository": "acme/api", "timeoutSeconds": timeout}, secrets{patRef: pat}, nil)
 }
 

@@ -19,7 +19,6 @@ import (
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/schemas"
 )
 
 // Type is the integration type id.
@@ -33,19 +32,13 @@ const (
 )
 
 func init() {
-	schema, err := schemas.ConfigSchema(Type)
-	if err != nil {
-		// The schema is embedded: its absence is a broken build.
-		panic(err)
-	}
-	connectors.Default().Register(connectors.Info{
+	oci.Register(connectors.Info{
 		Type:         Type,
 		Provider:     "dockerhub",
 		DisplayName:  "Docker Hub",
 		Description:  "Docker Hub with a username and personal access token, or anonymously: repositories of a namespace (Hub API), tags, tag → digest, manifests, pull rate-limit headroom.",
 		Capabilities: []string{"auth", "repos", "ping", "tags", "digest", "manifest", "rate_limit"},
-		ConfigSchema: schema,
-	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+	}, New)
 }
 
 // Interface guards.
@@ -65,12 +58,9 @@ type Config struct {
 	Token    string `json:"token,omitempty"`
 	// Namespace is the user or organization whose repositories are
 	// discovered; the username by default.
-	Namespace             string `json:"namespace,omitempty"`
-	Insecure              bool   `json:"insecure,omitempty"`
-	ProbeRepository       string `json:"probeRepository,omitempty"`
-	ProbeTag              string `json:"probeTag,omitempty"`
-	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
-	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	// Insecure, the probe repository and tag, the timeouts.
+	oci.Settings
 }
 
 // ConfigError names the config field that is wrong.
@@ -131,13 +121,10 @@ func (c *Connector) registry(probe string) *oci.Connector {
 	cfg := c.cfg
 	cfg.HTTPClient = rateClient(c.cfg.HTTPClient)
 	return oci.NewWithConfig(cfg, oci.Config{
-		Endpoint:        c.conf.Endpoint,
-		Username:        c.conf.Username,
-		Password:        c.conf.Token,
-		Insecure:        c.conf.Insecure,
-		ProbeRepository: probe,
-		ProbeTag:        c.conf.ProbeTag,
-		TimeoutSeconds:  c.conf.TimeoutSeconds,
+		Endpoint: c.conf.Endpoint,
+		Username: c.conf.Username,
+		Password: c.conf.Token,
+		Settings: c.conf.Probing(probe),
 	})
 }
 

@@ -1,15 +1,10 @@
 package dockerhub_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,85 +12,28 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/dockerhub"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func (f *fakeHub) config(extra map[string]any) map[string]any {
 	conf := map[string]any{"endpoint": f.registry.URL, "hubEndpoint": f.api.URL, "insecure": true,
 		"username": user, "token": patRef, "timeoutSeconds": 5}
-	for k, v := range extra {
-		if v == nil {
-			delete(conf, k)
-		} else {
-			conf[k] = v
-		}
-	}
-	return conf
+	return ocitest.Merge(conf, extra)
 }
 
-func newConnector(t testing.TB, conf map[string]any, sec secrets, log *syncBuffer) *dockerhub.Connector {
+func newConnector(t testing.TB, conf map[string]any, sec secrets, log *ocitest.Buffer) *dockerhub.Connector {
 	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	raw, err := json.Marshal(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if log == nil {
-		log = &syncBuffer{}
+		log = &ocitest.Buffer{}
 	}
-	c, err := dockerhub.New(connectors.Config{
-		IntegrationID: "11111111-1111-1111-1111-111111111111",
-		TenantID:      "22222222-2222-2222-2222-222222222222",
-		Type:          dockerhub.Type,
-		Config:        raw,
-		Secrets:       sec,
-		HTTPClient:    &http.Client{Transport: tr},
-		Logger:        slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	c, err := dockerhub.New(ocitest.Config(t, dockerhub.Type, conf, sec, log))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func checkNames(r connectors.Result) []string {
-	var out []string
-	for _, c := range r.Checks {
-		mark := "+"
-		if !c.OK {
-			mark = "-"
-		}
-		out = append(out, mark+c.Capability)
-	}
-	return out
-}
-
-func names(p connectors.Page[connectors.Repository]) []string {
-	var out []string
-	for _, r := range p.Items {
-		out = append(out, r.FullName)
-	}
-	return out
 }
 
 // TestUserFlow: the PAT is exchanged at the Hub API for discovery and
@@ -104,15 +42,15 @@ func names(p connectors.Page[connectors.Repository]) []string {
 func TestUserFlow(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeHub(t)
-	log := &syncBuffer{}
+	log := &ocitest.Buffer{}
 	c := newConnector(t, f.config(nil), secrets{patRef: pat}, log)
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	res := c.TestConnection(ctx)
 	if res.Status != connectors.StatusHealthy ||
-		!slices.Equal(checkNames(res), []string{"+auth", "+repos", "+ping", "+tags", "+digest", "+rate_limit"}) {
-		t.Fatalf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+		!slices.Equal(ocitest.CheckNames(res), []string{"+auth", "+repos", "+ping", "+tags", "+digest", "+rate_limit"}) {
+		t.Fatalf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 	}
 	// The probe is the namespace's first repository, a private one.
 	if res.Details["repository"] != "acme/api" || res.RateLimit == nil || res.RateLimit.Limit != 200 || res.RateLimit.Remaining != 200 {
@@ -126,7 +64,7 @@ func TestUserFlow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		all = append(all, names(p)...)
+		all = append(all, ocitest.Names(p)...)
 		if cursor = p.Next; cursor == "" {
 			break
 		}
@@ -154,15 +92,15 @@ func TestAnonymous(t *testing.T) {
 	f := newFakeHub(t)
 	c := newConnector(t, f.config(map[string]any{"username": nil, "token": nil, "namespace": "acme"}), nil, nil)
 	res := c.TestConnection(ctx)
-	if res.Status != connectors.StatusHealthy || !slices.Equal(checkNames(res), []string{"+repos", "+ping", "+tags", "+digest", "+rate_limit"}) {
-		t.Fatalf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+	if res.Status != connectors.StatusHealthy || !slices.Equal(ocitest.CheckNames(res), []string{"+repos", "+ping", "+tags", "+digest", "+rate_limit"}) {
+		t.Fatalf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 	}
 	if res.Details["repository"] != "acme/web" || res.RateLimit == nil || res.RateLimit.Limit != 100 || !strings.Contains(res.Details["auth"], "anonymous") {
 		t.Errorf("Details %v, RateLimit %+v", res.Details, res.RateLimit)
 	}
 	p, err := c.ListRepositories(ctx, connectors.ListOptions{})
-	if err != nil || !slices.Equal(names(p), []string{"acme/web", "acme/worker"}) {
-		t.Errorf("ListRepositories = %q, %v (private ones must not show)", names(p), err)
+	if err != nil || !slices.Equal(ocitest.Names(p), []string{"acme/web", "acme/worker"}) {
+		t.Errorf("ListRepositories = %q, %v (private ones must not show)", ocitest.Names(p), err)
 	}
 	_, err = c.ResolveTag(ctx, "acme/api", "latest")
 	if fault.ClassOf(err) != fault.ClassPermanent {
@@ -187,8 +125,8 @@ func TestPullRateLimit(t *testing.T) {
 	if res.Status != connectors.StatusHealthy || res.RateLimit == nil || res.RateLimit.Remaining != 3 || res.RateLimit.Limit != 10 {
 		t.Fatalf("CheckHealth = %s %+v: %s", res.Status, res.RateLimit, res.Message)
 	}
-	if !slices.Equal(checkNames(res), []string{"+ping", "+digest", "+rate_limit"}) || res.Details["rateLimitWindow"] != "6h0m0s" {
-		t.Errorf("checks %q, details %v", checkNames(res), res.Details)
+	if !slices.Equal(ocitest.CheckNames(res), []string{"+ping", "+digest", "+rate_limit"}) || res.Details["rateLimitWindow"] != "6h0m0s" {
+		t.Errorf("checks %q, details %v", ocitest.CheckNames(res), res.Details)
 	}
 	if f.apiCalls.Load() != 0 {
 		t.Error("the health check with a probe repository called the Hub API")
@@ -205,8 +143,8 @@ func TestPullRateLimit(t *testing.T) {
 	}
 	res = c.CheckHealth(ctx)
 	if res.Status != connectors.StatusDegraded || res.Class != fault.ClassTransient || fault.RetryAfterOf(res.Err) != want ||
-		!strings.Contains(res.Message, "0 of 10 pulls left") || !slices.Equal(checkNames(res), []string{"+ping", "+digest", "-rate_limit"}) {
-		t.Errorf("CheckHealth with a spent budget = %s %s %q (retry %s): %s", res.Status, res.Class, checkNames(res), fault.RetryAfterOf(res.Err), res.Message)
+		!strings.Contains(res.Message, "0 of 10 pulls left") || !slices.Equal(ocitest.CheckNames(res), []string{"+ping", "+digest", "-rate_limit"}) {
+		t.Errorf("CheckHealth with a spent budget = %s %s %q (retry %s): %s", res.Status, res.Class, ocitest.CheckNames(res), fault.RetryAfterOf(res.Err), res.Message)
 	}
 
 	f.setBudget("anon", 100, 7)
@@ -223,9 +161,9 @@ func TestHubFailures(t *testing.T) {
 	f := newFakeHub(t)
 	bad := newConnector(t, f.config(nil), secrets{patRef: "dckr_pat_wrong"}, nil)
 	res := bad.TestConnection(ctx)
-	if res.Class != fault.ClassPermanent || !slices.Equal(checkNames(res), []string{"-auth"}) ||
+	if res.Class != fault.ClassPermanent || !slices.Equal(ocitest.CheckNames(res), []string{"-auth"}) ||
 		!strings.Contains(res.Message, "401") || !strings.Contains(res.Message, "personal access token") {
-		t.Errorf("TestConnection with a wrong PAT = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
+		t.Errorf("TestConnection with a wrong PAT = %s %s %q: %s", res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 	}
 	if _, err := bad.ResolveTag(ctx, "acme/web", "latest"); fault.ClassOf(err) != fault.ClassPermanent {
 		t.Errorf("ResolveTag with a wrong PAT = %v, want permanent (the token service refuses it)", err)
@@ -304,7 +242,7 @@ func TestHubTokenRefused(t *testing.T) {
 	}
 	p, err := c.ListRepositories(ctx, connectors.ListOptions{})
 	if err != nil || len(p.Items) != 3 {
-		t.Fatalf("ListRepositories after the refusal = %q, %v; want a new login", names(p), err)
+		t.Fatalf("ListRepositories after the refusal = %q, %v; want a new login", ocitest.Names(p), err)
 	}
 	if n := f.logins.Load(); n != 2 {
 		t.Errorf("%d logins, want 2", n)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,8 +22,9 @@ import (
 
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/connectors/oci/ocitest"
-	"inthub.dev/pkg/fault"
 )
+
+type secrets = ocitest.Secrets
 
 const (
 	user   = "acme"
@@ -34,16 +34,6 @@ const (
 	// ocitest, which takes only Basic credentials.
 	anonUser, anonPass = "\x00anonymous", "\x00anonymous"
 )
-
-type secrets map[string]string
-
-func (s secrets) Resolve(_ context.Context, ref string) ([]byte, error) {
-	v, ok := s[ref]
-	if !ok {
-		return nil, fault.Permanent(errors.New("no such secret"))
-	}
-	return []byte(v), nil
-}
 
 var manifest = []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`)
 

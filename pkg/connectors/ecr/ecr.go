@@ -25,26 +25,19 @@ import (
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/schemas"
 )
 
 // Type is the integration type id.
 const Type = "registry.ecr"
 
 func init() {
-	schema, err := schemas.ConfigSchema(Type)
-	if err != nil {
-		// The schema is embedded: its absence is a broken build.
-		panic(err)
-	}
-	connectors.Default().Register(connectors.Info{
+	oci.Register(connectors.Info{
 		Type:         Type,
 		Provider:     "ecr",
 		DisplayName:  "Amazon ECR",
 		Description:  "An Amazon ECR private registry with static keys, the hub's IAM role or an assumed role: authorization token, repositories, tags, tag → digest, manifests.",
 		Capabilities: []string{"auth", "ping", "repos", "tags", "digest", "manifest"},
-		ConfigSchema: schema,
-	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+	}, New)
 }
 
 // Interface guards.
@@ -93,13 +86,8 @@ type Config struct {
 	// (VPC endpoints, FIPS, tests).
 	APIEndpoint string `json:"apiEndpoint,omitempty"`
 	STSEndpoint string `json:"stsEndpoint,omitempty"`
-	// Insecure allows plain http to the registry and the overridden API
-	// endpoints. TLS verification is never turned off.
-	Insecure              bool   `json:"insecure,omitempty"`
-	ProbeRepository       string `json:"probeRepository,omitempty"`
-	ProbeTag              string `json:"probeTag,omitempty"`
-	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
-	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+	// Insecure, the probe repository and tag, the timeouts.
+	oci.Settings
 }
 
 // Connector is one ECR integration. It is safe for concurrent use.
@@ -176,11 +164,8 @@ func (c *Connector) endpoint() string {
 
 func (c *Connector) ociConfig(probe string) oci.Config {
 	return oci.Config{
-		Endpoint:        c.endpoint(),
-		Insecure:        c.conf.Insecure,
-		ProbeRepository: probe,
-		ProbeTag:        c.conf.ProbeTag,
-		TimeoutSeconds:  c.conf.TimeoutSeconds,
+		Endpoint: c.endpoint(),
+		Settings: c.conf.Probing(probe),
 	}
 }
 

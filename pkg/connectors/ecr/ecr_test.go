@@ -1,12 +1,9 @@
 package ecr_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,64 +15,26 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/ecr"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
 
+type secrets = ocitest.Secrets
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type secrets map[string]string
-
-func (s secrets) Resolve(_ context.Context, ref string) ([]byte, error) {
-	v, ok := s[ref]
-	if !ok {
-		return nil, fault.Permanent(errors.New("no such secret " + ref))
-	}
-	return []byte(v), nil
-}
 
 var goodSecrets = secrets{"authref://vault/aws#secret": staticSec}
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	c   *ecr.Connector
-	log *syncBuffer
+	log *ocitest.Buffer
 }
 
 func newConnector(t testing.TB, f *fakeAWS, conf map[string]any, sec secrets) env {
 	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	raw, err := json.Marshal(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := &syncBuffer{}
-	cfg := connectors.Config{
-		IntegrationID: "11111111-1111-1111-1111-111111111111",
-		TenantID:      "22222222-2222-2222-2222-222222222222",
-		Type:          ecr.Type,
-		Config:        raw,
-		Secrets:       sec,
-		HTTPClient:    &http.Client{Transport: tr},
-		Logger:        slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	buf := &ocitest.Buffer{}
+	cfg := ocitest.Config(t, ecr.Type, conf, sec, buf)
 	if f != nil {
 		cfg.Now = f.clock.now
 	}
@@ -103,18 +62,6 @@ func defaultChain(t *testing.T, keyID, secret string) {
 	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "")
 	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "")
 	t.Setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "")
-}
-
-func checkNames(r connectors.Result) []string {
-	var out []string
-	for _, c := range r.Checks {
-		mark := "+"
-		if !c.OK {
-			mark = "-"
-		}
-		out = append(out, mark+c.Capability)
-	}
-	return out
 }
 
 // TestAuthModes: each auth mode gets a token from the fake ECR API (SigV4
@@ -159,8 +106,8 @@ func TestAuthModes(t *testing.T) {
 
 			res := e.c.TestConnection(ctx)
 			want := []string{"+auth", "+repos", "+ping", "+tags", "+digest"}
-			if !res.OK() || !slices.Equal(checkNames(res), want) {
-				t.Fatalf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+			if !res.OK() || !slices.Equal(ocitest.CheckNames(res), want) {
+				t.Fatalf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 			}
 			if res.CredentialExpiry == nil || res.CredentialExpiry.Sub(f.clock.now().Add(12*time.Hour)).Abs() > time.Second {
 				t.Errorf("CredentialExpiry = %v, want the token's expiry", res.CredentialExpiry)
@@ -298,8 +245,8 @@ func TestAuthFailures(t *testing.T) {
 			conf, sec := tt.setup(f)
 			e := newConnector(t, f, conf, sec)
 			res := e.c.TestConnection(ctx)
-			if res.Class != tt.class || !slices.Equal(checkNames(res), []string{"-auth"}) {
-				t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
+			if res.Class != tt.class || !slices.Equal(ocitest.CheckNames(res), []string{"-auth"}) {
+				t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 			}
 			for _, m := range tt.message {
 				if !strings.Contains(res.Message, m) {

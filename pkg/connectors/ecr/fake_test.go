@@ -326,12 +326,5 @@ func (f *fakeAWS) config(extra map[string]any) map[string]any {
 		"authMode": "static", "accessKeyId": staticKey, "secretAccessKey": "authref://vault/aws#secret",
 		"apiEndpoint": f.ecrSrv.URL, "probeRepository": repo, "timeoutSeconds": 5,
 	}
-	for k, v := range extra {
-		if v == nil {
-			delete(conf, k)
-			continue
-		}
-		conf[k] = v
-	}
-	return conf
+	return ocitest.Merge(conf, extra)
 }

@@ -181,14 +181,7 @@ func (f *fakeGoogle) serve(w http.ResponseWriter, r *http.Request) {
 func (f *fakeGoogle) config(extra map[string]any) map[string]any {
 	conf := map[string]any{"endpoint": f.reg.URL, "insecure": true, "serviceAccountKey": "authref://vault/gcp#key",
 		"probeRepository": repo, "timeoutSeconds": 5}
-	for k, v := range extra {
-		if v == nil {
-			delete(conf, k)
-			continue
-		}
-		conf[k] = v
-	}
-	return conf
+	return ocitest.Merge(conf, extra)
 }
 
 func (f *fakeGoogle) secrets() secrets {

@@ -21,7 +21,6 @@ import (
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/schemas"
 )
 
 // Type is the integration type id.
@@ -35,19 +34,13 @@ const User = "oauth2accesstoken"
 const Scope = "https://www.googleapis.com/auth/cloud-platform"
 
 func init() {
-	schema, err := schemas.ConfigSchema(Type)
-	if err != nil {
-		// The schema is embedded: its absence is a broken build.
-		panic(err)
-	}
-	connectors.Default().Register(connectors.Info{
+	oci.Register(connectors.Info{
 		Type:         Type,
 		Provider:     "gcr",
 		DisplayName:  "Google Container Registry / Artifact Registry",
 		Description:  "gcr.io or Artifact Registry (<location>-docker.pkg.dev) with a service-account key: access token, repositories, tags, tag → digest, manifests.",
 		Capabilities: []string{"auth", "ping", "repos", "tags", "digest", "manifest"},
-		ConfigSchema: schema,
-	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+	}, New)
 }
 
 // Interface guards.
@@ -65,13 +58,8 @@ type Config struct {
 	// ServiceAccountKey is the AuthRef URI of the key file's JSON; the
 	// integration's AuthRef when empty.
 	ServiceAccountKey string `json:"serviceAccountKey,omitempty"`
-	// Insecure allows plain http to the registry and to the key's
-	// token_uri. TLS verification is never turned off.
-	Insecure              bool   `json:"insecure,omitempty"`
-	ProbeRepository       string `json:"probeRepository,omitempty"`
-	ProbeTag              string `json:"probeTag,omitempty"`
-	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
-	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+	// Insecure, the probe repository and tag, the timeouts.
+	oci.Settings
 }
 
 // Connector is one GCR or Artifact Registry integration. It is safe for
@@ -110,11 +98,8 @@ func New(cfg connectors.Config) (*Connector, error) {
 
 func (c *Connector) registry(probe string) *oci.Connector {
 	return oci.NewWithOptions(c.cfg, oci.Config{
-		Endpoint:        c.conf.Endpoint,
-		Insecure:        c.conf.Insecure,
-		ProbeRepository: probe,
-		ProbeTag:        c.conf.ProbeTag,
-		TimeoutSeconds:  c.conf.TimeoutSeconds,
+		Endpoint: c.conf.Endpoint,
+		Settings: c.conf.Probing(probe),
 	}, oci.Options{Credentials: c.credentials, Refused: c.dropToken})
 }
 

@@ -1,13 +1,10 @@
 package gcr_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -18,63 +15,26 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/gcr"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
 
+type secrets = ocitest.Secrets
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type secrets map[string]string
-
-func (s secrets) Resolve(_ context.Context, ref string) ([]byte, error) {
-	v, ok := s[ref]
-	if !ok {
-		return nil, fault.Permanent(errors.New("no such secret " + ref))
-	}
-	return []byte(v), nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type env struct {
 	c   *gcr.Connector
-	log *syncBuffer
+	log *ocitest.Buffer
 }
 
 func newConnector(t testing.TB, f *fakeGoogle, conf map[string]any, sec secrets) env {
 	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	raw, err := json.Marshal(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := &syncBuffer{}
-	c, err := gcr.New(connectors.Config{
-		IntegrationID: "11111111-1111-1111-1111-111111111111",
-		TenantID:      "22222222-2222-2222-2222-222222222222",
-		Type:          gcr.Type,
-		Config:        raw,
-		Secrets:       sec,
-		HTTPClient:    &http.Client{Transport: tr},
-		Logger:        slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:           f.clock.now,
-	})
+	buf := &ocitest.Buffer{}
+	cfg := ocitest.Config(t, gcr.Type, conf, sec, buf)
+	cfg.Now = f.clock.now
+	c, err := gcr.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,18 +42,6 @@ func newConnector(t testing.TB, f *fakeGoogle, conf map[string]any, sec secrets)
 		t.Fatalf("Validate: %v", err)
 	}
 	return env{c: c, log: buf}
-}
-
-func checkNames(r connectors.Result) []string {
-	var out []string
-	for _, c := range r.Checks {
-		mark := "+"
-		if !c.OK {
-			mark = "-"
-		}
-		out = append(out, mark+c.Capability)
-	}
-	return out
 }
 
 // privateKeyLines are pieces of the key that must never be logged.
@@ -118,8 +66,8 @@ func TestTokenFlow(t *testing.T) {
 	sec := f.secrets()
 	e := newConnector(t, f, f.config(nil), sec)
 	res := e.c.TestConnection(ctx)
-	if want := []string{"+auth", "+repos", "+ping", "+tags", "+digest"}; !res.OK() || !slices.Equal(checkNames(res), want) {
-		t.Fatalf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+	if want := []string{"+auth", "+repos", "+ping", "+tags", "+digest"}; !res.OK() || !slices.Equal(ocitest.CheckNames(res), want) {
+		t.Fatalf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 	}
 	if res.CredentialExpiry == nil || res.CredentialExpiry.Sub(f.clock.now().Add(time.Hour)).Abs() > 2*time.Second {
 		t.Errorf("CredentialExpiry = %v, want the token's", res.CredentialExpiry)
@@ -234,8 +182,8 @@ func TestAuthFailures(t *testing.T) {
 			conf, sec := tt.setup(f)
 			e := newConnector(t, f, conf, sec)
 			res := e.c.TestConnection(ctx)
-			if res.Class != tt.class || !slices.Equal(checkNames(res), []string{"-auth"}) {
-				t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
+			if res.Class != tt.class || !slices.Equal(ocitest.CheckNames(res), []string{"-auth"}) {
+				t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 			}
 			for _, m := range tt.message {
 				if !strings.Contains(res.Message, m) {

@@ -1,9 +1,6 @@
 package ghcr_test
 
 import (
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"inthub.dev/pkg/connectors"
@@ -35,28 +32,12 @@ func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 		}
 		return newConnector(t, f.config(map[string]any{"timeoutSeconds": timeout}), sec, nil)
 	case conntest.Unreachable:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		url := "http://" + l.Addr().String()
-		l.Close()
+		url := ocitest.ClosedURL(t)
 		return newConnector(t, map[string]any{"endpoint": url, "apiEndpoint": url, "insecure": true, "username": user,
 			"token": patRef, "timeoutSeconds": timeout}, secrets{patRef: pat}, nil)
 	}
-	handler := map[conntest.Scenario]http.HandlerFunc{
-		conntest.Slow: func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() },
-		conntest.RateLimited: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Retry-After", "60")
-			ocitest.WriteError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "retry later")
-		},
-		conntest.ServerError: func(w http.ResponseWriter, r *http.Request) {
-			ocitest.WriteError(w, http.StatusInternalServerError, "UNKNOWN", "boom")
-		},
-	}[sc]
-	srv := httptest.NewServer(handler)
-	t.Cleanup(srv.Close)
-	return newConnector(t, map[string]any{"endpoint": srv.URL, "apiEndpoint": srv.URL, "insecure": true, "username": user,
+	url := ocitest.Failing(t, sc, ocitest.TooManyRequests("60", "retry later"))
+	return newConnector(t, map[string]any{"endpoint": url, "apiEndpoint": url, "insecure": true, "username": user,
 		"token": patRef, "probeRepository": "acme/api", "timeoutSeconds": timeout}, secrets{patRef: pat}, nil)
 }
 

@@ -1,9 +1,7 @@
 package ghcr_test
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,8 +17,9 @@ import (
 
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/connectors/oci/ocitest"
-	"inthub.dev/pkg/fault"
 )
+
+type secrets = ocitest.Secrets
 
 const (
 	user      = "octocat"
@@ -29,16 +28,6 @@ const (
 	noScope   = "ghp_RepoOnlyT0kenValue000000000000000"
 	noScopeRf = "authref://vault/github#repo-only"
 )
-
-type secrets map[string]string
-
-func (s secrets) Resolve(_ context.Context, ref string) ([]byte, error) {
-	v, ok := s[ref]
-	if !ok {
-		return nil, fault.Permanent(errors.New("no such secret"))
-	}
-	return []byte(v), nil
-}
 
 var manifest = []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`)
 

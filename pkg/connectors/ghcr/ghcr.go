@@ -20,7 +20,6 @@ import (
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/schemas"
 )
 
 // Type is the integration type id.
@@ -39,19 +38,13 @@ const (
 )
 
 func init() {
-	schema, err := schemas.ConfigSchema(Type)
-	if err != nil {
-		// The schema is embedded: its absence is a broken build.
-		panic(err)
-	}
-	connectors.Default().Register(connectors.Info{
+	oci.Register(connectors.Info{
 		Type:         Type,
 		Provider:     "ghcr",
 		DisplayName:  "GitHub Container Registry",
 		Description:  "ghcr.io with a username and a classic personal access token (read:packages): container packages of a user or organization, tags, tag → digest, manifests.",
 		Capabilities: []string{"auth", "repos", "ping", "tags", "digest", "manifest"},
-		ConfigSchema: schema,
-	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+	}, New)
 }
 
 // Interface guards.
@@ -71,13 +64,10 @@ type Config struct {
 	Token string `json:"token,omitempty"`
 	// Owner is the user or organization whose packages are discovered;
 	// the username by default.
-	Owner                 string `json:"owner,omitempty"`
-	OwnerType             string `json:"ownerType,omitempty"`
-	Insecure              bool   `json:"insecure,omitempty"`
-	ProbeRepository       string `json:"probeRepository,omitempty"`
-	ProbeTag              string `json:"probeTag,omitempty"`
-	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
-	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+	Owner     string `json:"owner,omitempty"`
+	OwnerType string `json:"ownerType,omitempty"`
+	// Insecure, the probe repository and tag, the timeouts.
+	oci.Settings
 }
 
 // ConfigError names the config field that is wrong.
@@ -131,13 +121,10 @@ func New(cfg connectors.Config) (*Connector, error) {
 
 func (c *Connector) registry(probe string) *oci.Connector {
 	return oci.NewWithConfig(c.cfg, oci.Config{
-		Endpoint:        c.conf.Endpoint,
-		Username:        c.conf.Username,
-		Password:        c.conf.Token,
-		Insecure:        c.conf.Insecure,
-		ProbeRepository: probe,
-		ProbeTag:        c.conf.ProbeTag,
-		TimeoutSeconds:  c.conf.TimeoutSeconds,
+		Endpoint: c.conf.Endpoint,
+		Username: c.conf.Username,
+		Password: c.conf.Token,
+		Settings: c.conf.Probing(probe),
 	})
 }
 

@@ -1,102 +1,40 @@
 package ghcr_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/ghcr"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func (f *fakeGitHub) config(extra map[string]any) map[string]any {
 	conf := map[string]any{"endpoint": f.registry.URL, "apiEndpoint": f.api.URL, "insecure": true,
 		"username": user, "token": patRef, "owner": "acme", "ownerType": "org", "timeoutSeconds": 5}
-	for k, v := range extra {
-		if v == nil {
-			delete(conf, k)
-		} else {
-			conf[k] = v
-		}
-	}
-	return conf
+	return ocitest.Merge(conf, extra)
 }
 
 var allSecrets = secrets{patRef: pat, noScopeRf: noScope}
 
-func newConnector(t testing.TB, conf map[string]any, sec secrets, log *syncBuffer) *ghcr.Connector {
+func newConnector(t testing.TB, conf map[string]any, sec secrets, log *ocitest.Buffer) *ghcr.Connector {
 	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	raw, err := json.Marshal(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if log == nil {
-		log = &syncBuffer{}
+		log = &ocitest.Buffer{}
 	}
-	c, err := ghcr.New(connectors.Config{
-		IntegrationID: "11111111-1111-1111-1111-111111111111",
-		TenantID:      "22222222-2222-2222-2222-222222222222",
-		Type:          ghcr.Type,
-		Config:        raw,
-		Secrets:       sec,
-		HTTPClient:    &http.Client{Transport: tr},
-		Logger:        slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	c, err := ghcr.New(ocitest.Config(t, ghcr.Type, conf, sec, log))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func checkNames(r connectors.Result) []string {
-	var out []string
-	for _, c := range r.Checks {
-		mark := "+"
-		if !c.OK {
-			mark = "-"
-		}
-		out = append(out, mark+c.Capability)
-	}
-	return out
-}
-
-func names(p connectors.Page[connectors.Repository]) []string {
-	var out []string
-	for _, r := range p.Items {
-		out = append(out, r.FullName)
-	}
-	return out
 }
 
 // TestOrgFlow: the PAT's scopes are read from the API, the org's
@@ -105,14 +43,14 @@ func names(p connectors.Page[connectors.Repository]) []string {
 func TestOrgFlow(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeGitHub(t)
-	log := &syncBuffer{}
+	log := &ocitest.Buffer{}
 	c := newConnector(t, f.config(nil), allSecrets, log)
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	res := c.TestConnection(ctx)
-	if res.Status != connectors.StatusHealthy || !slices.Equal(checkNames(res), []string{"+auth", "+repos", "+ping", "+tags", "+digest"}) {
-		t.Fatalf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+	if res.Status != connectors.StatusHealthy || !slices.Equal(ocitest.CheckNames(res), []string{"+auth", "+repos", "+ping", "+tags", "+digest"}) {
+		t.Fatalf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 	}
 	if res.Details["repository"] != "acme/api" || res.Details["login"] != user || res.RateLimit == nil || res.RateLimit.Limit != 5000 {
 		t.Errorf("Details %v, RateLimit %+v", res.Details, res.RateLimit)
@@ -128,7 +66,7 @@ func TestOrgFlow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		all = append(all, names(p)...)
+		all = append(all, ocitest.Names(p)...)
 		if cursor = p.Next; cursor == "" {
 			break
 		}
@@ -146,8 +84,8 @@ func TestOrgFlow(t *testing.T) {
 	// Health with a probe repository does not spend the API budget.
 	before := f.apiCalls.Load()
 	h := newConnector(t, f.config(map[string]any{"probeRepository": "acme/web", "probeTag": "v1"}), allSecrets, nil).CheckHealth(ctx)
-	if h.Status != connectors.StatusHealthy || !slices.Equal(checkNames(h), []string{"+ping", "+digest"}) || f.apiCalls.Load() != before {
-		t.Errorf("CheckHealth = %s %q: %s (API calls %d → %d)", h.Status, checkNames(h), h.Message, before, f.apiCalls.Load())
+	if h.Status != connectors.StatusHealthy || !slices.Equal(ocitest.CheckNames(h), []string{"+ping", "+digest"}) || f.apiCalls.Load() != before {
+		t.Errorf("CheckHealth = %s %q: %s (API calls %d → %d)", h.Status, ocitest.CheckNames(h), h.Message, before, f.apiCalls.Load())
 	}
 }
 
@@ -157,12 +95,12 @@ func TestUserOwner(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeGitHub(t)
 	own := newConnector(t, f.config(map[string]any{"owner": nil, "ownerType": nil}), allSecrets, nil)
-	if p, err := own.ListRepositories(ctx, connectors.ListOptions{}); err != nil || !slices.Equal(names(p), []string{"octocat/dotfiles"}) {
-		t.Errorf("own packages = %q, %v", names(p), err)
+	if p, err := own.ListRepositories(ctx, connectors.ListOptions{}); err != nil || !slices.Equal(ocitest.Names(p), []string{"octocat/dotfiles"}) {
+		t.Errorf("own packages = %q, %v", ocitest.Names(p), err)
 	}
 	other := newConnector(t, f.config(map[string]any{"owner": "hubot", "ownerType": "user"}), allSecrets, nil)
-	if p, err := other.ListRepositories(ctx, connectors.ListOptions{}); err != nil || !slices.Equal(names(p), []string{"hubot/site"}) {
-		t.Errorf("hubot's packages = %q, %v", names(p), err)
+	if p, err := other.ListRepositories(ctx, connectors.ListOptions{}); err != nil || !slices.Equal(ocitest.Names(p), []string{"hubot/site"}) {
+		t.Errorf("hubot's packages = %q, %v", ocitest.Names(p), err)
 	}
 	wrongType := newConnector(t, f.config(map[string]any{"owner": "hubot", "ownerType": "org"}), allSecrets, nil)
 	if _, err := wrongType.ListRepositories(ctx, connectors.ListOptions{}); fault.ClassOf(err) != fault.ClassPermanent || !strings.Contains(err.Error(), "404") {
@@ -180,9 +118,9 @@ func TestMissingScope(t *testing.T) {
 
 	res := c.TestConnection(ctx)
 	var se *ghcr.ScopeError
-	if res.Status != connectors.StatusUnhealthy || res.Class != fault.ClassPermanent || !slices.Equal(checkNames(res), []string{"-auth"}) ||
+	if res.Status != connectors.StatusUnhealthy || res.Class != fault.ClassPermanent || !slices.Equal(ocitest.CheckNames(res), []string{"-auth"}) ||
 		!errors.As(res.Err, &se) || !slices.Equal(se.Has, []string{"repo", "workflow"}) || !strings.Contains(res.Message, "lacks the read:packages scope") {
-		t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
+		t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 	}
 	if _, err := c.ListRepositories(ctx, connectors.ListOptions{}); !errors.As(err, &se) || fault.ClassOf(err) != fault.ClassPermanent {
 		t.Errorf("ListRepositories = %v, want a permanent ScopeError", err)
@@ -192,8 +130,8 @@ func TestMissingScope(t *testing.T) {
 		t.Errorf("ResolveTag = %v, want permanent 403 naming read:packages", err)
 	}
 	h := newConnector(t, f.config(map[string]any{"token": noScopeRf, "probeRepository": "acme/web"}), allSecrets, nil).CheckHealth(ctx)
-	if h.Class != fault.ClassPermanent || !strings.Contains(h.Message, "read:packages") || !slices.Equal(checkNames(h), []string{"-ping"}) {
-		t.Errorf("CheckHealth = %s %s %q: %s", h.Status, h.Class, checkNames(h), h.Message)
+	if h.Class != fault.ClassPermanent || !strings.Contains(h.Message, "read:packages") || !slices.Equal(ocitest.CheckNames(h), []string{"-ping"}) {
+		t.Errorf("CheckHealth = %s %s %q: %s", h.Status, h.Class, ocitest.CheckNames(h), h.Message)
 	}
 }
 

@@ -1,13 +1,13 @@
 package harbor_test
 
 import (
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/conntest"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 )
 
 // harness maps the conformance scenarios to the Harbor fake (healthy, bad
@@ -30,14 +30,8 @@ func (harness) New(t *testing.T, sc conntest.Scenario) connectors.Connector {
 	case conntest.BadCredentials:
 		return newConnector(t, newFakeHarbor(t), timeout, secrets{ref: "wrong"})
 	case conntest.Unreachable:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
 		// A fake whose URL points at a closed port.
-		return newConnector(t, &fakeHarbor{srv: &httptest.Server{URL: "http://" + addr}}, timeout, secrets{ref: secret})
+		return newConnector(t, &fakeHarbor{srv: &httptest.Server{URL: ocitest.ClosedURL(t)}}, timeout, secrets{ref: secret})
 	}
 	handler := map[conntest.Scenario]http.HandlerFunc{
 		conntest.Slow: func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() },

@@ -22,26 +22,19 @@ import (
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/schemas"
 )
 
 // Type is the integration type id.
 const Type = "registry.harbor"
 
 func init() {
-	schema, err := schemas.ConfigSchema(Type)
-	if err != nil {
-		// The schema is embedded: its absence is a broken build.
-		panic(err)
-	}
-	connectors.Default().Register(connectors.Info{
+	oci.Register(connectors.Info{
 		Type:         Type,
 		Provider:     "harbor",
 		DisplayName:  "Harbor",
 		Description:  "A Harbor registry (API v2.0) with a user or robot account: health, projects, repositories, tags, tag → digest.",
 		Capabilities: []string{"health", "projects", "repos", "tags", "digest", "manifest"},
-		ConfigSchema: schema,
-	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+	}, New)
 }
 
 // Interface guards.
@@ -59,13 +52,9 @@ type Config struct {
 	// Password is the AuthRef URI of the password or robot secret.
 	Password string `json:"password"`
 	// Project restricts discovery (and the default probe) to one project.
-	Project         string `json:"project,omitempty"`
-	Insecure        bool   `json:"insecure,omitempty"`
-	ProbeRepository string `json:"probeRepository,omitempty"`
-	ProbeTag        string `json:"probeTag,omitempty"`
-	TimeoutSeconds  int    `json:"timeoutSeconds,omitempty"`
-
-	HealthIntervalSeconds int `json:"healthIntervalSeconds,omitempty"`
+	Project string `json:"project,omitempty"`
+	// Insecure, the probe repository and tag, the timeouts.
+	oci.Settings
 }
 
 // Capabilities reported as Checks, beside oci's ping, tags and digest.
@@ -119,13 +108,10 @@ func (c *Connector) registry(probe string) *oci.Connector {
 
 func (c *Connector) ociConfig(probe string) oci.Config {
 	return oci.Config{
-		Endpoint:        c.conf.Endpoint,
-		Username:        c.conf.Username,
-		Password:        c.conf.Password,
-		Insecure:        c.conf.Insecure,
-		ProbeRepository: probe,
-		ProbeTag:        c.conf.ProbeTag,
-		TimeoutSeconds:  c.conf.TimeoutSeconds,
+		Endpoint: c.conf.Endpoint,
+		Username: c.conf.Username,
+		Password: c.conf.Password,
+		Settings: c.conf.Probing(probe),
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -20,8 +19,11 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/harbor"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 )
+
+type secrets = ocitest.Secrets
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
@@ -30,16 +32,6 @@ const (
 	secret = "robot-s3cret-value"
 	ref    = "authref://vault/harbor#secret"
 )
-
-type secrets map[string]string
-
-func (s secrets) Resolve(_ context.Context, r string) ([]byte, error) {
-	v, ok := s[r]
-	if !ok {
-		return nil, fault.Permanent(errors.New("no such secret"))
-	}
-	return []byte(v), nil
-}
 
 // fakeHarbor enforces Harbor's rules: the health document is public;
 // every other /api/v2.0 call needs the robot's basic credentials (401 with
@@ -203,14 +195,7 @@ func newConnector(t testing.TB, f *fakeHarbor, extra map[string]any, sec secrets
 	for k, v := range extra {
 		conf[k] = v
 	}
-	raw, _ := json.Marshal(conf)
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	c, err := harbor.New(connectors.Config{
-		IntegrationID: "int-1", TenantID: "ten-1", Type: harbor.Type, Config: raw,
-		Secrets: sec, HTTPClient: &http.Client{Transport: tr},
-		Logger: slog.New(slog.NewJSONHandler(&logSink, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	c, err := harbor.New(ocitest.Config(t, harbor.Type, conf, sec, &logSink))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,36 +206,7 @@ func newConnector(t testing.TB, f *fakeHarbor, extra map[string]any, sec secrets
 }
 
 // logSink collects every connector's log, to search it for the secret.
-var logSink lockedBuilder
-
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func names(r connectors.Result) []string {
-	var out []string
-	for _, c := range r.Checks {
-		m := "+"
-		if !c.OK {
-			m = "-"
-		}
-		out = append(out, m+c.Capability)
-	}
-	return out
-}
+var logSink ocitest.Buffer
 
 func TestConnection(t *testing.T) {
 	ctx := context.Background()
@@ -288,8 +244,8 @@ func TestConnection(t *testing.T) {
 			}
 			c := newConnector(t, f, tt.extra, tt.sec)
 			res := c.TestConnection(ctx)
-			if res.Status != tt.status || res.Class != tt.class || !slices.Equal(names(res), tt.checks) || !strings.Contains(res.Message, tt.message) {
-				t.Errorf("TestConnection = %s %s %q %q, want %s %s %q …%s…", res.Status, res.Class, names(res), res.Message, tt.status, tt.class, tt.checks, tt.message)
+			if res.Status != tt.status || res.Class != tt.class || !slices.Equal(ocitest.CheckNames(res), tt.checks) || !strings.Contains(res.Message, tt.message) {
+				t.Errorf("TestConnection = %s %s %q %q, want %s %s %q …%s…", res.Status, res.Class, ocitest.CheckNames(res), res.Message, tt.status, tt.class, tt.checks, tt.message)
 			}
 			if tt.status == connectors.StatusHealthy && res.Details["digest"] != digest.FromBytes(manifest).String() {
 				t.Errorf("details = %v", res.Details)
@@ -299,7 +255,7 @@ func TestConnection(t *testing.T) {
 			}
 			h := c.CheckHealth(ctx)
 			if tt.class == 0 && (h.Status != tt.status || !h.OK()) {
-				t.Errorf("CheckHealth = %s %q %s", h.Status, names(h), h.Message)
+				t.Errorf("CheckHealth = %s %q %s", h.Status, ocitest.CheckNames(h), h.Message)
 			}
 		})
 	}
@@ -321,8 +277,8 @@ func TestHealthFailures(t *testing.T) {
 		c := newConnector(t, f, nil, secrets{ref: secret})
 		res := c.CheckHealth(ctx)
 		srv.Close()
-		if res.Status != connectors.StatusUnhealthy || res.Class != tt.class || !slices.Equal(names(res), []string{"-health"}) {
-			t.Errorf("%d: CheckHealth = %s %s %q %s", tt.status, res.Status, res.Class, names(res), res.Message)
+		if res.Status != connectors.StatusUnhealthy || res.Class != tt.class || !slices.Equal(ocitest.CheckNames(res), []string{"-health"}) {
+			t.Errorf("%d: CheckHealth = %s %s %q %s", tt.status, res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 		}
 	}
 }

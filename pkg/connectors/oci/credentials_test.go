@@ -93,7 +93,7 @@ func TestCredentialsHook(t *testing.T) {
 			}
 			res := c.TestConnection(ctx)
 			if !res.OK() || len(res.Checks) != 3 {
-				t.Fatalf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+				t.Fatalf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 			}
 			if m.calls.Load() == 0 || m.minted.Load() != 1 || refused.Load() != 0 {
 				t.Errorf("credentials called %d times, minted %d, refused %d", m.calls.Load(), m.minted.Load(), refused.Load())

@@ -28,26 +28,19 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/fault"
-	"inthub.dev/schemas"
 )
 
 // Type is the integration type id.
 const Type = "registry.oci"
 
 func init() {
-	schema, err := schemas.ConfigSchema(Type)
-	if err != nil {
-		// The schema is embedded: its absence is a broken build.
-		panic(err)
-	}
-	connectors.Default().Register(connectors.Info{
+	Register(connectors.Info{
 		Type:         Type,
 		Provider:     "oci",
 		DisplayName:  "OCI registry",
 		Description:  "Any registry speaking the OCI distribution API: tags, tag → digest, manifests, digest verification.",
 		Capabilities: []string{"ping", "repos", "tags", "digest", "manifest"},
-		ConfigSchema: schema,
-	}, func(cfg connectors.Config) (connectors.Connector, error) { return New(cfg) })
+	}, New)
 }
 
 // Interface guards.
@@ -63,8 +56,15 @@ type Config struct {
 	Username string `json:"username,omitempty"`
 	// Password is an AuthRef URI, never the password.
 	Password string `json:"password,omitempty"`
-	// Insecure allows an http:// endpoint. TLS verification is never
-	// turned off: an https endpoint is always verified.
+	Settings
+}
+
+// Settings are the config fields that every registry integration has
+// beside its endpoint and credentials; a provider's config embeds them.
+type Settings struct {
+	// Insecure allows an http:// endpoint (and plain http to a provider's
+	// other endpoints). TLS verification is never turned off: an https
+	// endpoint is always verified.
 	Insecure bool `json:"insecure,omitempty"`
 	// ProbeRepository is the repository that TestConnection and
 	// CheckHealth list and resolve, so that they exercise real use.
@@ -73,6 +73,13 @@ type Config struct {
 	ProbeTag              string `json:"probeTag,omitempty"`
 	TimeoutSeconds        int    `json:"timeoutSeconds,omitempty"`
 	HealthIntervalSeconds int    `json:"healthIntervalSeconds,omitempty"`
+}
+
+// Probing is s with repo as the probe repository: a provider's check
+// probes the first repository it lists when none is configured.
+func (s Settings) Probing(repo string) Settings {
+	s.ProbeRepository = repo
+	return s
 }
 
 const defaultTimeout = 30 * time.Second

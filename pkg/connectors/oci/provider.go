@@ -12,11 +12,32 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/fault"
+	"inthub.dev/schemas"
 )
 
 // CheckRepos is the capability of the repository listing a provider's
 // check runs to find (and, when full, to prove) its probe repository.
 const CheckRepos = "repos"
+
+// Register registers a registry connector with connectors.Default(),
+// with its config schema (schemas/config/<type>.json) as ConfigSchema.
+// Call it from init().
+func Register[C connectors.Connector](info connectors.Info, build func(connectors.Config) (C, error)) {
+	schema, err := schemas.ConfigSchema(info.Type)
+	if err != nil {
+		// The schema is embedded: its absence is a broken build.
+		panic(err)
+	}
+	info.ConfigSchema = schema
+	connectors.Default().Register(info, func(cfg connectors.Config) (connectors.Connector, error) {
+		c, err := build(cfg)
+		if err != nil {
+			// Not c: a nil *T in the interface would not be nil.
+			return nil, err
+		}
+		return c, nil
+	})
+}
 
 // Registry is the part of a registry provider (ECR, GCR, ACR, Docker Hub,
 // GHCR, Harbor) that is this connector: the provider embeds it and keeps

@@ -12,6 +12,7 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/oci"
+	"inthub.dev/pkg/connectors/oci/ocitest"
 	"inthub.dev/pkg/fault"
 )
 
@@ -125,15 +126,15 @@ func TestRealRegistry(t *testing.T) {
 			}
 
 			res := c.TestConnection(ctx)
-			if res.Status != connectors.StatusHealthy || !slices.Equal(checkNames(res), []string{"+ping", "+tags", "+digest"}) {
-				t.Errorf("TestConnection = %s %q %v (%s)", res.Status, checkNames(res), res.Message, res.Details)
+			if res.Status != connectors.StatusHealthy || !slices.Equal(ocitest.CheckNames(res), []string{"+ping", "+tags", "+digest"}) {
+				t.Errorf("TestConnection = %s %q %v (%s)", res.Status, ocitest.CheckNames(res), res.Message, res.Details)
 			}
 			if res.Details["tag"] != "extra-0" || res.Details["digest"] != single.Digest.String() {
 				t.Errorf("TestConnection details = %v", res.Details)
 			}
 			health := c.CheckHealth(ctx)
-			if health.Status != connectors.StatusHealthy || !slices.Equal(checkNames(health), []string{"+ping", "+digest"}) {
-				t.Errorf("CheckHealth = %s %q %s", health.Status, checkNames(health), health.Message)
+			if health.Status != connectors.StatusHealthy || !slices.Equal(ocitest.CheckNames(health), []string{"+ping", "+digest"}) {
+				t.Errorf("CheckHealth = %s %q %s", health.Status, ocitest.CheckNames(health), health.Message)
 			}
 
 			if tt.user == "" {
@@ -146,8 +147,8 @@ func TestRealRegistry(t *testing.T) {
 			} {
 				bad := newConnector(t, conf, secrets{"authref://env/WRONG": "not-the-password"}, nil)
 				res := bad.c.TestConnection(ctx)
-				if res.Status != connectors.StatusUnhealthy || res.Class != fault.ClassPermanent || !slices.Equal(checkNames(res), []string{"-ping"}) {
-					t.Errorf("%s: TestConnection = %s %s %q: %s", name, res.Status, res.Class, checkNames(res), res.Message)
+				if res.Status != connectors.StatusUnhealthy || res.Class != fault.ClassPermanent || !slices.Equal(ocitest.CheckNames(res), []string{"-ping"}) {
+					t.Errorf("%s: TestConnection = %s %s %q: %s", name, res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 				}
 				if _, err := bad.c.ResolveTag(ctx, "team/app", "v1"); fault.ClassOf(err) != fault.ClassPermanent {
 					t.Errorf("%s: ResolveTag: %v", name, err)

@@ -88,7 +88,7 @@ func TestTokenFlow(t *testing.T) {
 			}
 			res := e.c.TestConnection(ctx)
 			if res.Status != connectors.StatusHealthy || len(res.Checks) != 3 {
-				t.Errorf("TestConnection = %s %q: %s", res.Status, checkNames(res), res.Message)
+				t.Errorf("TestConnection = %s %q: %s", res.Status, ocitest.CheckNames(res), res.Message)
 			}
 
 			// Content that does not hash to its digest is caught.
@@ -117,8 +117,8 @@ func TestTokenFlowFailures(t *testing.T) {
 	t.Run("wrong password", func(t *testing.T) {
 		e := newConnector(t, regConfig(f, nil), secrets{"authref://vault/registry#password": "nope"}, nil)
 		res := e.c.TestConnection(ctx)
-		if res.Class != fault.ClassPermanent || !strings.Contains(res.Message, "401") || !slices.Equal(checkNames(res), []string{"-ping"}) {
-			t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, checkNames(res), res.Message)
+		if res.Class != fault.ClassPermanent || !strings.Contains(res.Message, "401") || !slices.Equal(ocitest.CheckNames(res), []string{"-ping"}) {
+			t.Errorf("TestConnection = %s %s %q: %s", res.Status, res.Class, ocitest.CheckNames(res), res.Message)
 		}
 	})
 	t.Run("secret not resolvable", func(t *testing.T) {
