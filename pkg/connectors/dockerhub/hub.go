@@ -3,7 +3,6 @@ package dockerhub
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -167,7 +166,7 @@ func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptio
 	if err := c.Validate(); err != nil {
 		return out, err
 	}
-	page, err := cursorPage(o.Cursor)
+	page, err := oci.PageOf(Type, o.Cursor)
 	if err != nil {
 		return out, err
 	}
@@ -207,27 +206,7 @@ func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptio
 	// next is only a signal: the cursor is our own page number, so a
 	// caller cannot steer a request elsewhere through it.
 	if doc.Next != nil && *doc.Next != "" && len(doc.Results) > 0 {
-		out.Next = base64.RawURLEncoding.EncodeToString([]byte(url.Values{"p": {strconv.Itoa(page + 1)}}.Encode()))
+		out.Next = oci.NextPage(page + 1)
 	}
 	return out, nil
-}
-
-func cursorPage(cursor string) (int, error) {
-	if cursor == "" {
-		return 1, nil
-	}
-	bad := fault.Permanent(errors.New("registry.dockerhub: malformed page cursor"))
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil {
-		return 0, bad
-	}
-	v, err := url.ParseQuery(string(raw))
-	if err != nil {
-		return 0, bad
-	}
-	n, err := strconv.Atoi(v.Get("p"))
-	if err != nil || n < 1 || n > 100_000 {
-		return 0, bad
-	}
-	return n, nil
 }

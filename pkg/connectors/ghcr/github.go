@@ -2,9 +2,7 @@ package ghcr
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -164,7 +162,7 @@ func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptio
 	if err := c.Validate(); err != nil {
 		return out, err
 	}
-	page, err := cursorPage(o.Cursor)
+	page, err := oci.PageOf(Type, o.Cursor)
 	if err != nil {
 		return out, err
 	}
@@ -194,7 +192,7 @@ func (c *Connector) ListRepositories(ctx context.Context, o connectors.ListOptio
 	// The Link header only says whether there is more; the cursor is our
 	// own page number, so no caller can steer a request through it.
 	if hasNext(h) && len(pkgs) > 0 {
-		out.Next = base64.RawURLEncoding.EncodeToString([]byte(url.Values{"p": {strconv.Itoa(page + 1)}}.Encode()))
+		out.Next = oci.NextPage(page + 1)
 	}
 	return out, nil
 }
@@ -208,24 +206,4 @@ func hasNext(h http.Header) bool {
 		}
 	}
 	return false
-}
-
-func cursorPage(cursor string) (int, error) {
-	if cursor == "" {
-		return 1, nil
-	}
-	bad := fault.Permanent(errors.New("registry.ghcr: malformed page cursor"))
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil {
-		return 0, bad
-	}
-	v, err := url.ParseQuery(string(raw))
-	if err != nil {
-		return 0, bad
-	}
-	n, err := strconv.Atoi(v.Get("p"))
-	if err != nil || n < 1 || n > 100_000 {
-		return 0, bad
-	}
-	return n, nil
 }

@@ -3,11 +3,14 @@ package oci
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"inthub.dev/pkg/connectors"
@@ -305,4 +308,35 @@ func Passed(capability string, d time.Duration, msg string) connectors.Check {
 // error counts as transient).
 func Failed(capability string, d time.Duration, err error) connectors.Check {
 	return connectors.Check{Capability: capability, Message: err.Error(), Latency: d, Class: classOf(err), Err: err}
+}
+
+// Page-numbered discovery APIs (Docker Hub's, GitHub's packages API) hold
+// the page in a cursor the way this connector's own cursors hold a query:
+// base64url of p=<n>, never a URL.
+
+// NextPage is the cursor of page n.
+func NextPage(n int) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(url.Values{"p": {strconv.Itoa(n)}}.Encode()))
+}
+
+// PageOf reads a NextPage cursor: page 1 when it is empty. typ prefixes
+// the error of a malformed one.
+func PageOf(typ, cursor string) (int, error) {
+	if cursor == "" {
+		return 1, nil
+	}
+	bad := fault.Permanent(errors.New(typ + ": malformed page cursor"))
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return 0, bad
+	}
+	v, err := url.ParseQuery(string(raw))
+	if err != nil {
+		return 0, bad
+	}
+	n, err := strconv.Atoi(v.Get("p"))
+	if err != nil || n < 1 || n > 100_000 {
+		return 0, bad
+	}
+	return n, nil
 }

@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/conntest"
 	"inthub.dev/pkg/fault"
+	"inthub.dev/schemas"
 )
 
 // What the registry connectors' tests share beside the fake registry:
@@ -159,5 +161,32 @@ func TooManyRequests(retryAfter, msg string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", retryAfter)
 		WriteError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", msg)
+	}
+}
+
+// CheckSchema holds the config schema the catalog validates with to the
+// connector: it accepts exactly the configs that cases map to true, and
+// marks exactly secrets (in schema order) as secret fields.
+func CheckSchema(t *testing.T, typ string, cases map[string]bool, secrets ...string) {
+	t.Helper()
+	b, err := schemas.ConfigSchema(typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cv, err := schemas.CompileConfig(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for conf, valid := range cases {
+		var v any
+		if err := json.Unmarshal([]byte(conf), &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := cv.Validate(v); (err == nil) != valid {
+			t.Errorf("%s: Validate = %v, want valid %v", conf, err, valid)
+		}
+	}
+	if got, err := schemas.SecretFields(b); err != nil || !slices.Equal(got, secrets) {
+		t.Errorf("SecretFields = %q, %v; want %q", got, err, secrets)
 	}
 }
