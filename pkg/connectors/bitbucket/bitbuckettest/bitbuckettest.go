@@ -244,7 +244,10 @@ type User struct {
 	Scopes []string
 	// Projects limits a Data Center user to these project keys (nil: all).
 	Projects []string
-	uuid     string
+	// Permissions are a Data Center user's within those projects
+	// (permissions.go); nil means PROJECT_WRITE.
+	Permissions []string
+	uuid        string
 }
 
 // Token is an access token (Bearer).
@@ -260,8 +263,11 @@ type Token struct {
 	Workspace string
 	Repo      string
 	Projects  []string
-	Revoked   bool
-	uuid      string
+	// Permissions are a Data Center token's within its projects
+	// (permissions.go); nil means PROJECT_WRITE.
+	Permissions []string
+	Revoked     bool
+	uuid        string
 }
 
 // AddUser adds (or replaces) a Basic-auth user.

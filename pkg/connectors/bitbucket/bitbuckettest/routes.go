@@ -33,6 +33,12 @@ func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request, m match, bod
 	case RouteLegacyStatus:
 		s.legacyStatus(w, m, c, body)
 		return
+	case RouteProjects:
+		s.listProjects(w, r, c)
+		return
+	case RouteAllRepos:
+		s.listAllRepos(w, r, c)
+		return
 	}
 
 	rp := s.repo(m.owner, m.slug)

@@ -154,6 +154,10 @@ func (s *Server) routeOf(method, path string) (match, bool) {
 	switch {
 	case r == 1 && get && at(0, "application-properties"):
 		m.route = RouteAppProperties
+	case r == 1 && get && at(0, "projects"):
+		m.route = RouteProjects
+	case r == 1 && get && at(0, "repos"):
+		m.route = RouteAllRepos
 	case r == 3 && get && at(0, "projects") && at(2, "repos"):
 		m.route, m.owner = RouteRepos, rest[1]
 	case r >= 5 && at(0, "projects") && at(2, "repos"):
@@ -446,6 +450,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, m match) (
 		s.fail(w, http.StatusUnauthorized, "Token is invalid, expired, or not supported for this endpoint.", "")
 		return caller{}, false
 	}
+	cloudScopeHeaders(w.Header(), c, m.route)
 	if need := cloudScope(m.route); !c.has(need) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusForbidden)
