@@ -314,9 +314,9 @@ func (s *server) checkIntegrationHealth(ctx context.Context, in *healthCheckInpu
 }
 
 func (s *server) listResources(ctx context.Context, in *resourcesInput) (*resourcesOutput, error) {
-	// The query is checked before anything is read: a malformed request is
-	// a 400 whatever the id.
-	// Any other kind is the type's to judge, once the integration is read.
+	// A missing kind, and branches or tags without a repository, are 400
+	// before anything is read, whatever the id. Whether the type lists the
+	// kind is its connector's to say, once the integration is read.
 	if in.Kind == "" {
 		return nil, problem(http.StatusBadRequest, "a resource kind is required", locKind,
 			"name what to list: "+strings.Join(connect.Kinds, ", ")+", or a kind of the integration's type")
