@@ -18,7 +18,7 @@ BENCH_FLAGS ?= -run '^$$' -bench . -benchmem
 # Extra arguments for `make run`, e.g. make run ARGS='--sync-always'.
 ARGS ?=
 
-.PHONY: all build run test bench bench-e2e bench-cluster lint fmt-check vet staticcheck tidy clean
+.PHONY: all build run test test-cluster bench bench-e2e bench-cluster lint fmt-check vet staticcheck tidy clean
 
 all: build
 
@@ -41,6 +41,13 @@ test:
 	@if [ "$(FUZZ_TIME)" != "0" ]; then for f in $(FUZZ_TARGETS); do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZ_TIME) inthub.dev/services/enrichment/ingress || exit 1; \
 	done; fi
+
+# The fleet on a three-node NATS cluster with R3 streams under faults
+# (services/e2e: TestClusterFaults, one replica of each service, and
+# TestClusterReplicas, several, see docs/cluster.md), one after the
+# other: several minutes, so not part of make test.
+test-cluster:
+	E2E_CLUSTER=1 $(GO) test $(TEST_FLAGS) -parallel 1 -run '^TestCluster' -v inthub.dev/services/e2e
 
 bench:
 	$(GO) test $(BENCH_FLAGS) $(PKGS)
