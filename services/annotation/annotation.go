@@ -53,6 +53,7 @@ import (
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/pkg/integrationset"
+	"inthub.dev/pkg/plugin"
 	"inthub.dev/pkg/spool"
 )
 
@@ -101,6 +102,13 @@ type Config struct {
 	Resolver *authref.Resolver
 	// Registry holds the connectors (connectors.Default()).
 	Registry *connectors.Registry
+	// PluginDirs are scanned for connector plugins (pkg/plugin) at start
+	// and every PluginScanInterval (1m); the binaries whose SHA-256 is in
+	// PluginChecksums run, and their types join Registry. The worker
+	// records nothing: the catalog keeps plugin_metadata and announces
+	// changes. No plugin host without directories.
+	PluginDirs, PluginChecksums []string
+	PluginScanInterval          time.Duration
 	// Bucket overrides the integrations bucket (bus.BucketIntegrations).
 	Bucket string
 	// Streams are provisioned at start (idempotent).
@@ -186,6 +194,7 @@ type Service struct {
 	budgets *budgets
 	dl      *deadletter.Store
 	reg     *prometheus.Registry
+	plugins *plugin.Host // nil without PluginDirs
 	m       metrics
 
 	conns   sync.Map // integration id → *conn
@@ -223,6 +232,14 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("annotation: %w", err)
 	}
+	var plugins *plugin.Host
+	if len(cfg.PluginDirs) > 0 {
+		plugins, err = plugin.New(plugin.Config{Dirs: cfg.PluginDirs, Allowed: cfg.PluginChecksums,
+			Registry: cfg.Registry, Egress: cfg.Egress, Logger: cfg.Logger.With("component", "plugins")})
+		if err != nil {
+			return nil, fmt.Errorf("annotation: %w", err)
+		}
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("annotation: jetstream: %w", err)
@@ -236,7 +253,7 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 		return nil, fmt.Errorf("annotation: %w", err)
 	}
 	s := &Service{
-		cfg: cfg, nc: nc, js: js, log: cfg.Logger, builder: builder, set: set, dl: dl,
+		cfg: cfg, nc: nc, js: js, log: cfg.Logger, builder: builder, set: set, dl: dl, plugins: plugins,
 		budgets:   newBudgets(cfg.AccountBudget, cfg.HostBudget, cfg.Now),
 		reg:       prometheus.NewRegistry(),
 		ready:     make(chan struct{}),
@@ -336,7 +353,28 @@ func (s *Service) Run(ctx context.Context) error {
 		close(s.listening)
 	}
 
+	if s.plugins != nil {
+		// Closed last, after the requests in flight and the cached
+		// connectors: it stops the plugin processes. The first scan comes
+		// before the first request.
+		defer s.plugins.Close()
+		if _, err := s.plugins.Discover(ctx); err != nil {
+			s.log.Warn("plugin scan failed; retrying every interval", "error", err.Error())
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	if s.plugins != nil {
+		g.Go(func() error {
+			interval := s.cfg.PluginScanInterval
+			if interval <= 0 {
+				interval = time.Minute
+			}
+			if err := s.plugins.Watch(gctx, interval); gctx.Err() == nil {
+				return fmt.Errorf("annotation: plugins: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return s.set.Run(gctx) })
 	g.Go(func() error {
 		// Requests wait for the integrations: before the snapshot every

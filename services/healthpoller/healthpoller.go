@@ -47,6 +47,7 @@ import (
 	"inthub.dev/pkg/connectors/connect"
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/integrationset"
+	"inthub.dev/pkg/plugin"
 	"inthub.dev/pkg/spool"
 	"inthub.dev/services/healthpoller/partition"
 	"inthub.dev/services/healthpoller/schedule"
@@ -83,6 +84,14 @@ type Config struct {
 	Resolver *authref.Resolver
 	// Registry holds the connectors (connectors.Default()).
 	Registry *connectors.Registry
+	// PluginDirs are scanned for connector plugins (pkg/plugin) at start
+	// and every PluginScanInterval (1m); the binaries whose SHA-256 is in
+	// PluginChecksums run, and their types join Registry, so integrations
+	// of a plugin's type are checked like built-in ones. The poller
+	// records nothing: the catalog keeps plugin_metadata and announces
+	// changes. No plugin host without directories.
+	PluginDirs, PluginChecksums []string
+	PluginScanInterval          time.Duration
 	// Bucket overrides the watched bucket (bus.BucketIntegrations).
 	Bucket string
 	// PublishRetryEvery is how often the spool is retried while NATS stays
@@ -125,6 +134,7 @@ type Service struct {
 	set     *integrationset.Set
 	part    *partition.Manager
 	reg     *prometheus.Registry
+	plugins *plugin.Host // nil without PluginDirs
 
 	checks  *prometheus.CounterVec
 	latency *prometheus.HistogramVec
@@ -185,6 +195,14 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("healthpoller: %w", err)
 	}
+	var plugins *plugin.Host
+	if len(cfg.PluginDirs) > 0 {
+		plugins, err = plugin.New(plugin.Config{Dirs: cfg.PluginDirs, Allowed: cfg.PluginChecksums,
+			Registry: cfg.Registry, Egress: cfg.Egress, Logger: cfg.Logger.With("component", "plugins")})
+		if err != nil {
+			return nil, fmt.Errorf("healthpoller: %w", err)
+		}
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("healthpoller: jetstream: %w", err)
@@ -194,7 +212,7 @@ func New(cfg Config, nc *nats.Conn) (*Service, error) {
 		return nil, fmt.Errorf("healthpoller: %w", err)
 	}
 	s := &Service{
-		cfg: cfg, nc: nc, log: cfg.Logger, builder: builder, set: set,
+		cfg: cfg, nc: nc, log: cfg.Logger, builder: builder, set: set, plugins: plugins,
 		reg:       prometheus.NewRegistry(),
 		ready:     make(chan struct{}),
 		listening: make(chan struct{}),
@@ -314,11 +332,26 @@ func (s *Service) Run(ctx context.Context) error {
 		close(s.listening)
 	}
 
+	if s.plugins != nil {
+		// Closed last (deferred first among what follows), after the
+		// checks in flight have returned: it stops the plugin processes.
+		defer s.plugins.Close()
+		// The first scan comes before the first checks, so that a
+		// plugin's integrations are not reported "no connector" at every
+		// start.
+		if _, err := s.plugins.Discover(ctx); err != nil {
+			s.log.Warn("plugin scan failed; retrying every interval", "error", err.Error())
+		}
+	}
+
 	// Subscribe before the set runs, so no change falls between the
 	// snapshot read with All and the feed.
 	sub := s.set.Subscribe(4096)
 	defer sub.Close()
 	g, gctx := errgroup.WithContext(ctx)
+	if s.plugins != nil {
+		g.Go(func() error { return watchPlugins(gctx, s.plugins, s.cfg.PluginScanInterval) })
+	}
 	g.Go(func() error { return s.set.Run(gctx) })
 	g.Go(func() error { return sched.Run(gctx) })
 	g.Go(func() error { return s.part.Run(gctx) })
@@ -534,5 +567,16 @@ func (k sink) Report(ctx context.Context, t schedule.Target, r schedule.Result) 
 		return err
 	}
 	k.s.reported.Add(1)
+	return nil
+}
+
+// watchPlugins follows the plugin directories until ctx ends.
+func watchPlugins(ctx context.Context, h *plugin.Host, interval time.Duration) error {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	if err := h.Watch(ctx, interval); ctx.Err() == nil {
+		return fmt.Errorf("healthpoller: plugins: %w", err)
+	}
 	return nil
 }

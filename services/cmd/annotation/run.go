@@ -6,7 +6,9 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"slices"
 
+	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/telemetry"
 	"inthub.dev/services/annotation"
@@ -28,7 +30,11 @@ var command = cli.Command{Name: "annotation", Head: usageHead, Options: append([
 	cli.Flag("offline-after", "ANNOTATION_OFFLINE_AFTER", "2m", "an integration's breaker open this long: its requests go to the spool"),
 	cli.EgressPortsFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
-}, cli.TopologyFlags()...)}
+}, slices.Concat(cli.PluginFlags(workerPluginScan), cli.VaultFlags(), cli.TopologyFlags())...)}
+
+// workerPluginScan says when the worker reads the plugin directories; it
+// only uses plugins, the catalog records and announces them.
+const workerPluginScan = "at start and every minute (the catalog records and announces plugins)"
 
 const usageHead = `Usage: annotation [flags]
 
@@ -43,7 +49,7 @@ Flags (each defaults to its environment variable, else the value shown):
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, dev, natsURL, err := parse(args, stdout, stderr)
+	cfg, dev, natsURL, vault, err := parse(args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
@@ -51,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "annotation")
+	cfg.Resolver = cli.Resolver(vault, cfg.Logger)
+	defer cfg.Resolver.Close()
 	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "annotation", Logger: cfg.Logger})
 	if err != nil {
 		return err
@@ -72,12 +80,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return svc.Run(ctx)
 }
 
-// parse turns flags into the worker's config; --help returns ErrHelp
-// after printing.
-func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev bool, natsURL string, err error) {
+// parse turns flags into the worker's config (the Vault of its resolver
+// apart: the resolver needs the logger); --help returns ErrHelp after
+// printing.
+func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev bool, natsURL string, vault *authref.VaultConfig, err error) {
 	v, err := command.Parse(args, stdout, stderr)
 	if err != nil {
-		return cfg, false, "", err
+		return cfg, false, "", nil, err
+	}
+	if cfg.PluginDirs, cfg.PluginChecksums, err = v.Plugins(); err != nil {
+		return
+	}
+	if vault, err = v.Vault(); err != nil {
+		return
 	}
 	if dev, err = v.Bool("dev"); err != nil {
 		return
@@ -117,8 +132,8 @@ func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev 
 		return
 	}
 	if v.String("data-dir") == "" {
-		return cfg, dev, "", cli.Usagef("--data-dir must not be empty")
+		return cfg, dev, "", nil, cli.Usagef("--data-dir must not be empty")
 	}
 	cfg.Listen, cfg.DataDir, cfg.Durable = v.String("listen"), v.String("data-dir"), v.String("durable")
-	return cfg, dev, v.String("nats-url"), nil
+	return cfg, dev, v.String("nats-url"), vault, nil
 }

@@ -26,16 +26,16 @@ func TestHelpExitsZero(t *testing.T) {
 // end-to-end tests kill the process and need that.
 func TestAckWaitFlag(t *testing.T) {
 	var out bytes.Buffer
-	cfg, _, _, err := parse([]string{"--ack-wait", "5s"}, &out, &out)
+	cfg, _, _, _, err := parse([]string{"--ack-wait", "5s"}, &out, &out)
 	if err != nil || cfg.AckWait != 5*time.Second {
 		t.Fatalf("--ack-wait 5s: AckWait %v, err %v", cfg.AckWait, err)
 	}
-	if cfg, _, _, err = parse([]string{"--egress-allow-ports", "8443,8080"}, &out, &out); err != nil ||
+	if cfg, _, _, _, err = parse([]string{"--egress-allow-ports", "8443,8080"}, &out, &out); err != nil ||
 		!slices.Equal(cfg.Egress.AllowPorts, []int{8443, 8080}) {
 		t.Fatalf("--egress-allow-ports 8443,8080: %v, err %v", cfg.Egress.AllowPorts, err)
 	}
 	t.Setenv("ANNOTATION_ACK_WAIT", "7s")
-	if cfg, _, _, err = parse(nil, &out, &out); err != nil || cfg.AckWait != 7*time.Second {
+	if cfg, _, _, _, err = parse(nil, &out, &out); err != nil || cfg.AckWait != 7*time.Second {
 		t.Fatalf("ANNOTATION_ACK_WAIT=7s: AckWait %v, err %v", cfg.AckWait, err)
 	}
 }
@@ -56,7 +56,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 func TestFlagsMakeTheConfig(t *testing.T) {
 	t.Setenv("ANNOTATION_WRITES_PER_MINUTE", "40")
 	var out bytes.Buffer
-	cfg, dev, url, err := parse([]string{"--writes-per-second", "0.5", "--offline-after", "5m", "--dev=true", "--nats-url", "nats://a:1,nats://b:2"}, &out, &out)
+	cfg, dev, url, _, err := parse([]string{"--writes-per-second", "0.5", "--offline-after", "5m", "--dev=true", "--nats-url", "nats://a:1,nats://b:2"}, &out, &out)
 	if err != nil {
 		t.Fatal(err)
 	}

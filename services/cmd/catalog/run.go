@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/telemetry"
@@ -29,12 +30,10 @@ var command = cli.Command{Name: "catalog", Head: usageHead, Options: append([]cl
 	cli.Flag("jwt-key-file", "JWT_KEY_FILE", "", "PEM public keys instead of a JWKS"),
 	cli.Flag("dev-hs256-secret-file", "JWT_DEV_HS256_SECRET_FILE", "", "DEV ONLY: file with an HS256 secret (>= 32 bytes); needs --dev"),
 	cli.EgressPortsFlag(),
-	cli.Flag("plugin-dir", "INTHUB_PLUGIN_DIRS", "", "directories of connector plugins, comma-separated, scanned at start and on POST /api/v1/plugins/discover; no plugin host when empty"),
-	cli.Flag("plugin-checksums", "INTHUB_PLUGIN_CHECKSUMS", "", "file of the SHA-256 sums of the plugin binaries allowed to run (sha256sum output); needed with --plugin-dir"),
 	cli.Flag("doctor-packs-dir", "INTHUB_DOCTOR_PACKS_DIR", "", "directory of doctor check packs (*.yaml, commands on an allow-list); none when empty"),
 	cli.Flag("doctor-signing-key", "INTHUB_DOCTOR_SIGNING_KEY", "", "AuthRef (env or file) of an ed25519 PKCS#8 key that signs each doctor run (DSSE); unsigned when empty"),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows HS256 tokens and loopback endpoints"),
-}, cli.TopologyFlags()...)}
+}, slices.Concat(cli.PluginFlags("at start and on POST /api/v1/plugins/discover"), cli.VaultFlags(), cli.TopologyFlags())...)}
 
 func exitCode(err error) int { return cli.ExitCode(err) }
 
@@ -72,7 +71,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pluginDirs, pluginSums, err := pluginConfig(get("plugin-dir"), get("plugin-checksums"))
+	pluginDirs, pluginSums, err := v.Plugins()
+	if err != nil {
+		return err
+	}
+	vault, err := v.Vault()
 	if err != nil {
 		return err
 	}
@@ -109,6 +112,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SkipMigrations: skip, Streams: settings, Auth: ac, Logger: log,
 		TracerProvider: tel.TracerProvider(),
 		DoctorPacksDir: get("doctor-packs-dir"), DoctorSigningKey: get("doctor-signing-key"),
+		Vault: vault,
+	}
+	if vault != nil {
+		log.Info("authref://vault references are read from this Vault", "vault", *vault)
 	}
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowPorts = ports

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"inthub.dev/pkg/bus"
@@ -35,7 +36,7 @@ var command = cli.Command{Name: "enrichment", Head: usageHead, Options: append([
 	cli.Flag("max-body", "ENRICHMENT_MAX_BODY", "786432", "largest webhook body in bytes (also capped by NATS max_payload)"),
 	cli.Flag("concurrency", "ENRICHMENT_CONCURRENCY", "8", "messages handled at once per worker"),
 	cli.Flag("max-deliver", "ENRICHMENT_MAX_DELIVER", "5", "deliveries of a message before a transient failure is dead-lettered"),
-}, cli.TopologyFlags()...)}
+}, slices.Concat(cli.VaultFlags(), cli.TopologyFlags())...)}
 
 const usageHead = `Usage: enrichment [flags]
 
@@ -121,9 +122,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Streams.Topology, err = v.Topology(); err != nil {
 		return err
 	}
+	vault, err := v.Vault()
+	if err != nil {
+		return err
+	}
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "enrichment")
 	cfg.Logger = log
+	// Webhook secrets and the CloudWatch poller's AWS keys may be
+	// authref://vault references.
+	cfg.Resolver = cli.Resolver(vault, log)
+	defer cfg.Resolver.Close()
 	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "enrichment", Logger: log})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"inthub.dev/pkg/telemetry"
@@ -26,7 +27,11 @@ var command = cli.Command{Name: "health-poller", Head: usageHead, Options: appen
 	cli.Flag("replica-id", "HEALTHPOLLER_REPLICA_ID", "", "this replica's name in the lease buckets (letters, digits, - and _); default host name + random"),
 	cli.EgressPortsFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
-}, cli.TopologyFlags()...)}
+}, slices.Concat(cli.PluginFlags(workerPluginScan), cli.VaultFlags(), cli.TopologyFlags())...)}
+
+// workerPluginScan says when the poller reads the plugin directories; it
+// only uses plugins, the catalog records and announces them.
+const workerPluginScan = "at start and every minute (the catalog records and announces plugins)"
 
 const usageHead = `Usage: health-poller [flags]
 
@@ -91,6 +96,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	pluginDirs, pluginSums, err := v.Plugins()
+	if err != nil {
+		return err
+	}
+	vault, err := v.Vault()
+	if err != nil {
+		return err
+	}
 	get := v.String
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "health-poller")
@@ -110,7 +123,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxConcurrent: maxConc, MaxPerProvider: maxProv, Logger: log,
 		Partitions: parts, LeaseTTL: ttl, LeaseRenew: renew, Topology: topo, ReplicaID: get("replica-id"),
 		TracerProvider: tel.TracerProvider(),
+		PluginDirs:     pluginDirs, PluginChecksums: pluginSums,
 	}
+	cfg.Resolver = cli.Resolver(vault, log)
+	defer cfg.Resolver.Close()
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowPorts = ports
 	cfg.Egress.AllowHTTP = dev

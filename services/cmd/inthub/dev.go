@@ -150,6 +150,10 @@ func serveDev(ctx context.Context, cfg devConfig, stdout io.Writer, base *slog.L
 		Demo:               cfg.demo,
 		Out:                stdout,
 		Tracing:            tel,
+		PluginDirs:         cfg.pluginDirs,
+		PluginChecksums:    cfg.pluginSums,
+		DoctorPacksDir:     cfg.doctorPacksDir,
+		Vault:              cfg.vault,
 	}, builders)
 	if err != nil {
 		return err

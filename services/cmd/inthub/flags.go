@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"inthub.dev/pkg/authref"
 	"inthub.dev/services/internal/cli"
 )
 
@@ -41,6 +43,12 @@ type devConfig struct {
 	// config sets none: short, so health visibly changes in a demo.
 	healthInterval time.Duration
 	demo           bool
+	// pluginDirs and pluginSums are the catalog's plugin host (the other
+	// services share its registry in this process); doctorPacksDir the
+	// catalog's doctor packs; vault the Vault of every service's resolver.
+	pluginDirs, pluginSums []string
+	doctorPacksDir         string
+	vault                  *authref.VaultConfig
 }
 
 // flagDoc drives both the flag set and the help text, so the documented env
@@ -63,6 +71,21 @@ var devFlags = []flagDoc{
 	{"webhook-listen", "ADDR", "ENRICHMENT_WEBHOOK_LISTEN", "127.0.0.1:8090", "address of the webhook ingress (/webhooks/github/{id}, /webhooks/gitlab/{id}, /webhooks/sns/{id})"},
 	{"health-interval", "DURATION", "INTHUB_DEV_HEALTH_INTERVAL", "10s", "health-check interval of integrations whose config sets no healthIntervalSeconds (deployments: 5m)"},
 	{"demo", "", "INTHUB_DEV_DEMO", "true", "create the demo tenant's in-memory integrations if they are missing (one always healthy, one failing now and then)"},
+}
+
+// serviceFlags are options of the services that inthub dev passes on, with
+// the services' own names, variables and defaults (services/internal/cli),
+// so that a setting means the same under inthub dev as deployed.
+var serviceFlags = slices.Concat(
+	cli.PluginFlags("by the catalog at start and on POST /api/v1/plugins/discover; the other services use the catalog's plugins (one process)"),
+	[]cli.Option{cli.Flag("doctor-packs-dir", "INTHUB_DOCTOR_PACKS_DIR", "", "the catalog's directory of doctor check packs (*.yaml, commands on an allow-list); none when empty")},
+	cli.VaultFlags(),
+)
+
+func init() {
+	for _, o := range serviceFlags {
+		devFlags = append(devFlags, flagDoc{name: o.Name, env: o.Env, def: o.Default, help: o.Help})
+	}
 }
 
 const devUsageHead = `Usage: inthub dev [flags]
@@ -92,8 +115,12 @@ func writeDevUsage(w io.Writer) {
 			head += " " + f.arg
 		}
 		def := f.def
-		if def == "" {
+		switch {
+		case def != "":
+		case f.name == "nats-url":
 			def = "none: embedded"
+		default:
+			def = `""`
 		}
 		fmt.Fprintf(w, "%s\n        %s\n        (env %s; default %s)\n", head, f.help, f.env, def)
 	}
@@ -152,6 +179,10 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	fs.StringVar(&cfg.webhookListen, "webhook-listen", env(byName["webhook-listen"]), "")
 	fs.DurationVar(&cfg.healthInterval, "health-interval", interval, "")
 	fs.BoolVar(&cfg.demo, "demo", demo, "")
+	svc := map[string]*string{}
+	for _, o := range serviceFlags {
+		svc[o.Name] = fs.String(o.Name, env(byName[o.Name]), "")
+	}
 
 	err = fs.Parse(args)
 	switch {
@@ -191,5 +222,13 @@ func parseDevFlags(args []string, stdout, stderr io.Writer) (devConfig, error) {
 	if cfg.healthInterval < time.Second {
 		return cfg, usageError{fmt.Errorf("--health-interval %v: want at least 1s", cfg.healthInterval)}
 	}
+	get := func(name string) string { return *svc[name] }
+	if cfg.pluginDirs, cfg.pluginSums, err = cli.ParsePlugins(get); err != nil {
+		return cfg, usageError{err}
+	}
+	if cfg.vault, err = cli.ParseVault(get); err != nil {
+		return cfg, usageError{err}
+	}
+	cfg.doctorPacksDir = get("doctor-packs-dir")
 	return cfg, nil
 }

@@ -16,6 +16,7 @@ import (
 	"inthub.dev/services/catalog/auth"
 	"inthub.dev/services/enrichment"
 	"inthub.dev/services/healthpoller"
+	"inthub.dev/services/internal/cli"
 	"inthub.dev/services/internal/devfleet"
 )
 
@@ -53,8 +54,12 @@ func buildCatalog(d devfleet.Deps) (devfleet.Component, error) {
 		Streams:     d.Streams,
 		Auth: auth.Config{Issuer: devIssuer, Audience: devAudience, DevMode: true,
 			DevHS256Secret: secret, Logger: d.Log},
-		Logger:         d.Log,
-		TracerProvider: d.Tracing.Service("catalog"),
+		Logger:          d.Log,
+		TracerProvider:  d.Tracing.Service("catalog"),
+		PluginDirs:      d.PluginDirs,
+		PluginChecksums: d.PluginChecksums,
+		DoctorPacksDir:  d.DoctorPacksDir,
+		Vault:           d.Vault,
 	}, d.NATS)
 	if err != nil {
 		return nil, err
@@ -128,6 +133,7 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 		Topology:        d.Streams.Topology,
 		Logger:          d.Log,
 		TracerProvider:  d.Tracing.Service("health-poller"),
+		Resolver:        cli.Resolver(d.Vault, d.Log),
 	}
 	cfg.Egress.AllowLoopback = true
 	cfg.Egress.AllowHTTP = true
@@ -136,6 +142,7 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 		return nil, err
 	}
 	return devfleet.Func{N: "health-poller", F: func(ctx context.Context) error {
+		defer cfg.Resolver.Close()
 		go func() {
 			select {
 			case <-svc.Listening():
@@ -157,6 +164,7 @@ func buildAnnotation(d devfleet.Deps) (devfleet.Component, error) {
 		DataDir:        filepath.Join(d.DataDir, "annotation"),
 		Logger:         d.Log,
 		TracerProvider: d.Tracing.Service("annotation"),
+		Resolver:       cli.Resolver(d.Vault, d.Log),
 	}
 	cfg.Egress.AllowLoopback = true
 	cfg.Egress.AllowHTTP = true
@@ -165,6 +173,7 @@ func buildAnnotation(d devfleet.Deps) (devfleet.Component, error) {
 		return nil, err
 	}
 	return devfleet.Func{N: "annotation", F: func(ctx context.Context) error {
+		defer cfg.Resolver.Close()
 		go func() {
 			select {
 			case <-svc.Listening():
@@ -191,6 +200,7 @@ func buildEnrichment(d devfleet.Deps) (devfleet.Component, error) {
 		Streams:        d.Streams,
 		Logger:         d.Log,
 		TracerProvider: d.Tracing.Service("enrichment"),
+		Resolver:       cli.Resolver(d.Vault, d.Log),
 	}
 	cfg.Egress.AllowLoopback = true
 	cfg.Egress.AllowHTTP = true
@@ -199,6 +209,7 @@ func buildEnrichment(d devfleet.Deps) (devfleet.Component, error) {
 		return nil, err
 	}
 	return devfleet.Func{N: "enrichment", F: func(ctx context.Context) error {
+		defer cfg.Resolver.Close()
 		go func() {
 			select {
 			case <-svc.Listening():

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -460,7 +461,7 @@ func TestEnvDefaults(t *testing.T) {
 	}
 	want := devConfig{natsURL: "nats://example.invalid:4222", dataDir: "/tmp/x", natsPort: 4999, databaseURL: "postgres://u@h/db", syncAlways: true, replicas: 3, catalogListen: "127.0.0.1:9999", pollerListen: "127.0.0.1:9998",
 		annotationListen: "127.0.0.1:9997", enrichmentListen: "127.0.0.1:9996", webhookListen: "127.0.0.1:9995", healthInterval: 20 * time.Second, demo: false}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("cfg = %+v, want %+v", cfg, want)
 	}
 	// Flags beat the environment.

@@ -114,9 +114,9 @@ func (a *app) annotate(o *opts, pos []string) error {
 	if err != nil {
 		return usagef(c, "%v", err)
 	}
-	nc, err := nats.Connect(o.natsURL, nats.Name("inthubctl"), nats.Timeout(5*time.Second))
+	nc, err := dialNATS(o.natsURL)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w (is inthub running? set --nats-url or NATS_URL)", o.natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"inthub.dev/pkg/deadletter"
 	"inthub.dev/services/annotation"
+	"inthub.dev/services/internal/cli"
 )
 
 // defaultNATSURL is where `inthub dev` (make run) puts its embedded server;
@@ -420,11 +422,38 @@ func (a *app) operator(c string, o *opts) (string, error) {
 	return op, nil
 }
 
+// dialNATS connects with the services' options (cli.NATSOptions: name,
+// timeouts, pings, reconnects to any member of a cluster), but without
+// their retry of the first connection: a person should hear at once that
+// NATS is not there.
+func dialNATS(urls string) (*nats.Conn, error) {
+	servers, err := cli.NATSServers(urls)
+	if err != nil {
+		return nil, usagef("inthubctl", "--nats-url: %v", err)
+	}
+	nc, err := nats.Connect(servers, cli.NATSOptions("inthubctl")...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is inthub running? set --nats-url or NATS_URL)", redactURLs(servers), err)
+	}
+	return nc, nil
+}
+
+// redactURLs hides passwords in a list of NATS URLs for a message.
+func redactURLs(list string) string {
+	items := strings.Split(list, ",")
+	for i, s := range items {
+		if u, err := url.Parse(s); err == nil && u.User != nil {
+			items[i] = u.Redacted()
+		}
+	}
+	return strings.Join(items, ",")
+}
+
 // connect opens the store; the returned func closes the connection.
 func (a *app) connect(o *opts) (*deadletter.Store, func(), error) {
-	nc, err := nats.Connect(o.natsURL, nats.Name("inthubctl"), nats.Timeout(5*time.Second))
+	nc, err := dialNATS(o.natsURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (is inthub running? set --nats-url or NATS_URL)", o.natsURL, err)
+		return nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

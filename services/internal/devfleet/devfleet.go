@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/telemetry"
 )
@@ -62,6 +63,17 @@ type Deps struct {
 	// Tracing gives each component its TracerProvider
 	// (Tracing.Service(name)); nil traces nothing.
 	Tracing *telemetry.Telemetry
+	// PluginDirs and PluginChecksums are the catalog's plugin host. The
+	// components share one connectors registry in this process, so the
+	// health poller and the annotation worker use the catalog's plugins;
+	// hosts of their own would start the same binaries again and be
+	// refused their types ("already provided").
+	PluginDirs, PluginChecksums []string
+	// DoctorPacksDir is the catalog's directory of doctor check packs.
+	DoctorPacksDir string
+	// Vault is the Vault that every component's resolver reads
+	// authref://vault references from; nil: none.
+	Vault *authref.VaultConfig
 }
 
 // Component is one long-running service of the fleet.
