@@ -22,13 +22,21 @@ ARGS ?=
 
 all: build
 
+# The plugin binaries `make build` produces (the main packages under
+# services/plugins), and a SHA-256 tool (coreutils, else macOS's shasum).
+PLUGINS = $(notdir $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' inthub.dev/services/plugins/...))
+SHA256SUM = $(shell command -v sha256sum 2>/dev/null || echo shasum -a 256)
+
+# bin/plugins.sha256 allows exactly the plugins this build produced: make
+# run loads them; a binary put in bin/plugins by other means is refused.
 build:
 	@mkdir -p bin bin/plugins
 	$(GO) build -o bin/ inthub.dev/services/cmd/...
 	$(GO) build -o bin/plugins/ inthub.dev/services/plugins/...
+	cd bin/plugins && $(if $(PLUGINS),$(SHA256SUM) $(PLUGINS),true) > ../plugins.sha256
 
 run: build
-	./bin/inthub dev $(ARGS)
+	./bin/inthub dev --plugin-dir bin/plugins --plugin-checksums bin/plugins.sha256 $(ARGS)
 
 # make test ends with a brief fuzz of the webhook body parsers (the seed
 # corpus runs in every plain go test; this searches for new inputs for a
