@@ -1,11 +1,9 @@
 package bitbucket
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/httpapi"
 	"inthub.dev/pkg/fault"
 )
 
@@ -23,17 +22,10 @@ import (
 // (Cloud) or 1,000 activities (Data Center) is well under it.
 const maxBody = 16 << 20
 
-// maxRedirects bounds redirects (http→https, a moved instance).
-const maxRedirects = 5
-
 // cloudRetryDefault is the wait a Cloud 429 gets when it names none:
 // Cloud's limits are per rolling hour and it does not always send
 // Retry-After.
 const cloudRetryDefault = time.Minute
-
-// errTimeout is the cause of our own per-request deadline, to tell it
-// from a deadline of the caller's.
-var errTimeout = errors.New("bitbucket: request timeout")
 
 // call is one API request: root/elems...?query.
 type call struct {
@@ -68,106 +60,56 @@ func (c *Connector) send(ctx context.Context, cred credential, method string, cl
 }
 
 func (c *Connector) do(ctx context.Context, cred credential, method string, cl call, in, out any) (response, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeout)
-	defer cancel()
-
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return response{}, fault.Permanentf("bitbucket: %s: encode request: %w", cl.op, err)
-		}
-		body = bytes.NewReader(b)
-	}
 	root := c.root
 	if cl.root != "" {
 		r := *c.site
 		r.Path = strings.TrimRight(r.Path, "/") + cl.root
 		root = &r
 	}
-	u := apiURL(root, cl.query, cl.elems...)
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
-	if err != nil {
-		return response{}, fault.Permanentf("bitbucket: %s: build request: %w", cl.op, err)
-	}
-	req.URL = u
-	req.Header.Set("Authorization", cred.header)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "inthub-connector-bitbucket")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	h := http.Header{"Authorization": {cred.header}, "User-Agent": {"inthub-connector-bitbucket"}}
 	if !c.cloud() {
 		// Data Center refuses a write without it when XSRF protection
 		// is on and the request could come from a browser form.
-		req.Header.Set("X-Atlassian-Token", "no-check")
+		h.Set("X-Atlassian-Token", "no-check")
 	}
-
-	start := time.Now()
-	resp, err := c.client.Do(req)
-	if err != nil {
-		cerr := c.transportError(ctx, u, err, time.Since(start))
-		c.log(ctx, cl.op, u, 0, time.Since(start), cerr)
-		return response{}, fmt.Errorf("bitbucket: %s: %w", cl.op, cerr)
-	}
-	defer resp.Body.Close()
-
-	r := response{
-		rateLimit: connectors.ParseRateLimit(resp.Header),
-		nearLimit: strings.EqualFold(resp.Header.Get("X-RateLimit-NearLimit"), "true"),
-		user:      resp.Header.Get("X-AUSERNAME"),
-	}
-	if cerr := c.classify(resp, cl); cerr != nil {
-		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
-		return r, fmt.Errorf("bitbucket: %s: %w", cl.op, cerr)
-	}
-	if resp.StatusCode >= 300 {
-		// Only a write gets here with a redirect: guardRedirects does
-		// not follow one for it.
-		cerr := fault.Permanentf("bitbucket: %s: answered %d (a redirect) to a write; set the endpoint to the Bitbucket root it redirects to", cl.op, resp.StatusCode)
-		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
-		return r, cerr
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if err != nil {
-		cerr := c.transportError(ctx, u, err, time.Since(start))
-		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
-		return r, fmt.Errorf("bitbucket: %s: read response: %w", cl.op, cerr)
-	}
-	if len(raw) > maxBody {
-		return r, fault.Permanentf("bitbucket: %s: response larger than %d bytes", cl.op, maxBody)
-	}
-	if out != nil && len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			// A proxy's login page answers 200 too; say so rather than
-			// quote the body.
-			return r, fault.Permanentf("bitbucket: %s: the answer is not Bitbucket's JSON (%s); check the endpoint and flavor", cl.op, resp.Header.Get("Content-Type"))
+	got, err := c.api().Do(ctx, httpapi.Request{
+		Op:       cl.op,
+		Method:   method,
+		URL:      apiURL(root, cl.query, cl.elems...),
+		Header:   h,
+		In:       in,
+		Out:      out,
+		Classify: func(resp *http.Response) error { return c.classify(resp, cl) },
+	})
+	var r response
+	if got != nil {
+		r = response{
+			rateLimit: connectors.ParseRateLimit(got),
+			nearLimit: strings.EqualFold(got.Get("X-RateLimit-NearLimit"), "true"),
+			user:      got.Get("X-AUSERNAME"),
 		}
 	}
-	c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), nil)
-	return r, nil
+	return r, err
 }
 
-// transportError classifies a failed round trip, reporting our own
-// deadline with the configured timeout so that the user knows the knob.
-func (c *Connector) transportError(ctx context.Context, u *url.URL, err error, elapsed time.Duration) error {
-	var fe *fault.Error
-	if errors.As(err, &fe) {
-		return fe
+// api is the connector's API client, over its (redirect-guarded) client.
+func (c *Connector) api() *httpapi.API {
+	return &httpapi.API{
+		Name:        "bitbucket",
+		Product:     "Bitbucket",
+		NotJSONHint: "check the endpoint and flavor",
+		Client:      c.client,
+		Timeout:     c.timeout,
+		MaxBody:     maxBody,
+		EmptyOK:     true,
+		Logger:      c.logger,
+		Attrs: []slog.Attr{
+			slog.String("tenantId", c.cfg.TenantID),
+			slog.String("integrationId", c.cfg.IntegrationID),
+			slog.String("provider", "bitbucket"),
+			slog.String("flavor", c.flavor),
+		},
 	}
-	if errors.Is(context.Cause(ctx), errTimeout) {
-		return fault.Transient(&connectors.RequestError{
-			Host:   u.Host,
-			Reason: fmt.Sprintf("timed out after %s (timeoutSeconds is %d)", elapsed.Round(time.Millisecond), int(c.timeout/time.Second)),
-			Err:    err,
-		})
-	}
-	cerr := connectors.ClassifyNet(err)
-	var re *connectors.RequestError
-	if errors.As(cerr, &re) && re.Host == "" {
-		re.Host = u.Host
-	}
-	return cerr
 }
 
 // said is what Bitbucket wrote in an error body.
@@ -281,7 +223,7 @@ func (c *Connector) classify(resp *http.Response, cl call) error {
 	if msg == "" {
 		return cerr
 	}
-	return &detailed{err: cerr, detail: msg, said: s}
+	return &httpapi.Detailed[said]{Err: cerr, Detail: msg, Said: s}
 }
 
 // granularScopes are the scoped API tokens' names of the classic scopes
@@ -306,32 +248,10 @@ func granular(classic string) string {
 	return strings.Join(out, ", ")
 }
 
-// detailed appends Bitbucket's own words to a classified error, keeping
-// the class reachable through Unwrap.
-type detailed struct {
-	err    error
-	detail string
-	said   said
-}
-
-func (d *detailed) Error() string { return d.err.Error() + " (" + d.detail + ")" }
-func (d *detailed) Unwrap() error { return d.err }
-
 // saidOf is what Bitbucket said in a failed call's answer.
-func saidOf(err error) said {
-	var d *detailed
-	if errors.As(err, &d) {
-		return d.said
-	}
-	return said{}
-}
+func saidOf(err error) said { return httpapi.SaidOf[said](err) }
 
-func joinHint(msg, hint string) string {
-	if msg == "" {
-		return hint
-	}
-	return msg + "; " + hint
-}
+var joinHint = httpapi.JoinHint
 
 // statusOf is the HTTP status of a failed call, 0 for a transport failure.
 func statusOf(err error) int {
@@ -343,22 +263,7 @@ func statusOf(err error) int {
 }
 
 // apiURL joins a root and path elements, each one escaped path segment.
-func apiURL(root *url.URL, query url.Values, elems ...string) *url.URL {
-	u := *root
-	raw := strings.TrimSuffix(root.EscapedPath(), "/")
-	dec := strings.TrimSuffix(root.Path, "/")
-	for _, e := range elems {
-		raw += "/" + url.PathEscape(e)
-		dec += "/" + e
-	}
-	u.Path, u.RawPath = dec, raw
-	u.RawQuery = ""
-	if len(query) > 0 {
-		u.RawQuery = query.Encode()
-	}
-	u.Fragment, u.RawFragment = "", ""
-	return &u
-}
+var apiURL = httpapi.URL
 
 // page is one page of either flavour's listings: Cloud's {values, next}
 // (next a URL), Data Center's {values, isLastPage, nextPageStart}.
@@ -427,76 +332,8 @@ func (c *Connector) applyCursor(q url.Values, cursor string) error {
 	return nil
 }
 
-// log records one request at debug level, never with a header value.
-func (c *Connector) log(ctx context.Context, op string, u *url.URL, status int, d time.Duration, err error) {
-	lvl := slog.LevelDebug
-	attrs := []slog.Attr{
-		slog.String("tenantId", c.cfg.TenantID),
-		slog.String("integrationId", c.cfg.IntegrationID),
-		slog.String("provider", "bitbucket"),
-		slog.String("flavor", c.flavor),
-		slog.String("operation", op),
-		slog.String("path", u.EscapedPath()),
-		slog.Int("status", status),
-		slog.Duration("duration", d),
-	}
-	if err != nil {
-		lvl = slog.LevelInfo
-		attrs = append(attrs, slog.String("error", err.Error()), slog.String("class", fault.ClassOf(err).String()))
-	}
-	c.logger.LogAttrs(ctx, lvl, "bitbucket request", attrs...)
-}
-
-// guardRedirects wraps a caller's client so that a redirect stays within
-// the instance and a write is never redirected. net/http already drops
-// Authorization on a redirect to another host; refusing it outright says
-// what is wrong instead of failing with a 401 from elsewhere.
+// guardRedirects keeps a redirect within the instance and never
+// redirects a write.
 func guardRedirects(base *http.Client) *http.Client {
-	if base == nil {
-		base = http.DefaultClient
-	}
-	c := *base
-	prev := base.CheckRedirect
-	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if via[0].Method != http.MethodGet {
-			return http.ErrUseLastResponse
-		}
-		if len(via) >= maxRedirects {
-			return fault.Permanentf("bitbucket: stopped after %d redirects", maxRedirects)
-		}
-		if !sameOrigin(via[0].URL, req.URL) {
-			return fault.Permanentf("bitbucket: the endpoint redirects to another host (%s); set the endpoint to the Bitbucket root it redirects to", req.URL.Host)
-		}
-		if prev != nil {
-			return prev(req, via)
-		}
-		return nil
-	}
-	return &c
-}
-
-// sameOrigin allows a redirect within one origin and the upgrade of
-// http://host to https://host; never a downgrade to http.
-func sameOrigin(from, to *url.URL) bool {
-	if from.Hostname() != to.Hostname() {
-		return false
-	}
-	switch {
-	case from.Scheme == to.Scheme:
-		return portOf(from) == portOf(to)
-	case from.Scheme == "http" && to.Scheme == "https":
-		return from.Port() == "" && to.Port() == ""
-	default:
-		return false
-	}
-}
-
-func portOf(u *url.URL) string {
-	if p := u.Port(); p != "" {
-		return p
-	}
-	if u.Scheme == "http" {
-		return "80"
-	}
-	return "443"
+	return httpapi.GuardRedirects(base, "bitbucket", "Bitbucket")
 }

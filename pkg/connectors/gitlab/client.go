@@ -1,10 +1,8 @@
 package gitlab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,19 +13,13 @@ import (
 	"time"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/httpapi"
 	"inthub.dev/pkg/fault"
 )
 
 // maxBody bounds what one response may hold: a page of 100 full project
 // objects is a few hundred KiB; anything far larger is not GitLab.
 const maxBody = 8 << 20
-
-// errTimeout is the cause of our own per-request deadline, to tell it
-// from a deadline of the caller's.
-var errTimeout = errors.New("gitlab: request timeout")
-
-// maxRedirects bounds redirects (http→https, a moved instance).
-const maxRedirects = 5
 
 // credential is a resolved token, alive for one TestConnection, health
 // check or listing call only.
@@ -66,98 +58,42 @@ func (c *Connector) send(ctx context.Context, cred credential, method string, cl
 }
 
 func (c *Connector) do(ctx context.Context, cred credential, method string, cl call, in, out any) (response, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeout)
-	defer cancel()
-
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return response{}, fault.Permanentf("gitlab: %s: encode request: %w", cl.op, err)
-		}
-		body = bytes.NewReader(b)
+	h, err := c.api().Do(ctx, httpapi.Request{
+		Op:       cl.op,
+		Method:   method,
+		URL:      apiURL(c.root, cl.query, cl.elems...),
+		Header:   http.Header{cred.header: {cred.value}, "User-Agent": {"inthub-connector-gitlab"}},
+		In:       in,
+		Out:      out,
+		Classify: func(resp *http.Response) error { return classify(resp, method != http.MethodGet) },
+	})
+	var r response
+	if h != nil {
+		r.rateLimit = connectors.ParseRateLimit(h)
 	}
-	u := apiURL(c.root, cl.query, cl.elems...)
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return response{}, fault.Permanentf("gitlab: %s: build request: %w", cl.op, err)
+		return r, err
 	}
-	// u.String() re-encodes from RawPath; setting URL keeps the exact
-	// form, the %2F of a project path included.
-	req.URL = u
-	req.Header.Set(cred.header, cred.value)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "inthub-connector-gitlab")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-
-	start := time.Now()
-	resp, err := c.client.Do(req)
-	if err != nil {
-		cerr := transportError(ctx, u, err, time.Since(start), c.timeout)
-		c.log(ctx, cl.op, u, 0, time.Since(start), cerr)
-		return response{}, fmt.Errorf("gitlab: %s: %w", cl.op, cerr)
-	}
-	defer resp.Body.Close()
-
-	r := response{rateLimit: connectors.ParseRateLimit(resp.Header)}
-	if cerr := classify(resp, method != http.MethodGet); cerr != nil {
-		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
-		return r, fmt.Errorf("gitlab: %s: %w", cl.op, cerr)
-	}
-	if resp.StatusCode >= 300 {
-		// Only a write gets here with a redirect: guardRedirects does
-		// not follow one for it.
-		cerr := fault.Permanentf("gitlab: %s: answered %d (a redirect) to a write; set the endpoint to the GitLab root it redirects to", cl.op, resp.StatusCode)
-		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
-		return r, cerr
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if err != nil {
-		// The headers came, the body stalled or broke off: our deadline
-		// covers the body too.
-		cerr := transportError(ctx, u, err, time.Since(start), c.timeout)
-		c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), cerr)
-		return r, fmt.Errorf("gitlab: %s: read response: %w", cl.op, cerr)
-	}
-	if len(raw) > maxBody {
-		return r, fault.Permanentf("gitlab: %s: response larger than %d bytes", cl.op, maxBody)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			// A proxy's HTML login page answers 200 too; say so rather
-			// than quote the body.
-			return r, fault.Permanentf("gitlab: %s: the answer is not GitLab's JSON (%s); check that the endpoint is the GitLab root", cl.op, resp.Header.Get("Content-Type"))
-		}
-	}
-	r.next = nextCursor(resp.Header)
-	c.log(ctx, cl.op, u, resp.StatusCode, time.Since(start), nil)
+	r.next = nextCursor(h)
 	return r, nil
 }
 
-// transportError classifies a failed round trip. Our own deadline is
-// reported with the configured timeout, so that the user knows which knob
-// to turn; an error we raised ourselves (a refused redirect) keeps its
-// words without the URL that *url.Error puts in front.
-func transportError(ctx context.Context, u *url.URL, err error, elapsed, timeout time.Duration) error {
-	var fe *fault.Error
-	if errors.As(err, &fe) {
-		return fe
+// api is the connector's API client, over its (redirect-guarded) client.
+func (c *Connector) api() *httpapi.API {
+	return &httpapi.API{
+		Name:        "gitlab",
+		Product:     "GitLab",
+		NotJSONHint: "check that the endpoint is the GitLab root",
+		Client:      c.client,
+		Timeout:     c.timeout,
+		MaxBody:     maxBody,
+		Logger:      c.logger,
+		Attrs: []slog.Attr{
+			slog.String("tenantId", c.cfg.TenantID),
+			slog.String("integrationId", c.cfg.IntegrationID),
+			slog.String("provider", "gitlab"),
+		},
 	}
-	if errors.Is(context.Cause(ctx), errTimeout) {
-		return fault.Transient(&connectors.RequestError{
-			Host:   u.Host,
-			Reason: fmt.Sprintf("timed out after %s (timeoutSeconds is %d)", elapsed.Round(time.Millisecond), int(timeout/time.Second)),
-			Err:    err,
-		})
-	}
-	cerr := connectors.ClassifyNet(err)
-	var re *connectors.RequestError
-	if errors.As(cerr, &re) && re.Host == "" {
-		re.Host = u.Host
-	}
-	return cerr
 }
 
 // classify maps a GitLab answer to a fault class with connectors.ClassifyHTTP
@@ -198,36 +134,14 @@ func classify(resp *http.Response, write bool) error {
 	if msg == "" {
 		return cerr
 	}
-	return &detailed{err: cerr, detail: msg, said: said}
-}
-
-// detailed appends GitLab's own words to a classified error, keeping the
-// class reachable through Unwrap.
-type detailed struct {
-	err    error
-	detail string
-	said   string // GitLab's message as it came
+	return &httpapi.Detailed[string]{Err: cerr, Detail: msg, Said: said}
 }
 
 // gitlabSaid is GitLab's own message in a failed call's error, "" if it
 // sent none.
-func gitlabSaid(err error) string {
-	var d *detailed
-	if errors.As(err, &d) {
-		return d.said
-	}
-	return ""
-}
+func gitlabSaid(err error) string { return httpapi.SaidOf[string](err) }
 
-func (d *detailed) Error() string { return d.err.Error() + " (" + d.detail + ")" }
-func (d *detailed) Unwrap() error { return d.err }
-
-func joinHint(msg, hint string) string {
-	if msg == "" {
-		return hint
-	}
-	return msg + "; " + hint
-}
+var joinHint = httpapi.JoinHint
 
 // gitlabMessage reads GitLab's error body: {"message": "..."} (a string
 // or a map of field errors) or the OAuth form {"error": "...",
@@ -336,78 +250,10 @@ func applyCursor(q url.Values, cursor string) error {
 	return nil
 }
 
-// log records one request at debug level, never with a header value.
-func (c *Connector) log(ctx context.Context, op string, u *url.URL, status int, d time.Duration, err error) {
-	lvl := slog.LevelDebug
-	attrs := []slog.Attr{
-		slog.String("tenantId", c.cfg.TenantID),
-		slog.String("integrationId", c.cfg.IntegrationID),
-		slog.String("provider", "gitlab"),
-		slog.String("operation", op),
-		slog.String("path", u.EscapedPath()),
-		slog.Int("status", status),
-		slog.Duration("duration", d),
-	}
-	if err != nil {
-		lvl = slog.LevelInfo
-		attrs = append(attrs, slog.String("error", err.Error()), slog.String("class", fault.ClassOf(err).String()))
-	}
-	c.logger.LogAttrs(ctx, lvl, "gitlab request", attrs...)
-}
-
-// guardRedirects wraps a caller's client so that a redirect never carries
-// the token to another origin. net/http drops Authorization and cookies on
-// a cross-host redirect but copies every other header, PRIVATE-TOKEN and
-// JOB-TOKEN included; an instance (or anything on its path) answering 302
-// to elsewhere would otherwise receive the credential.
+// guardRedirects keeps PRIVATE-TOKEN and JOB-TOKEN, which net/http
+// copies to any redirect target, within the instance.
 func guardRedirects(base *http.Client) *http.Client {
-	if base == nil {
-		base = http.DefaultClient
-	}
-	c := *base
-	prev := base.CheckRedirect
-	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if via[0].Method != http.MethodGet {
-			// A redirected write is re-sent (307, 308) or turned into a
-			// GET (301, 302, 303): neither is what the caller asked for.
-			return http.ErrUseLastResponse
-		}
-		if len(via) >= maxRedirects {
-			return fault.Permanentf("gitlab: stopped after %d redirects", maxRedirects)
-		}
-		if !sameOrigin(via[0].URL, req.URL) {
-			return fault.Permanentf("gitlab: the endpoint redirects to another host (%s); set the endpoint to the GitLab root it redirects to", req.URL.Host)
-		}
-		if prev != nil {
-			return prev(req, via)
-		}
-		return nil
-	}
-	return &c
+	return httpapi.GuardRedirects(base, "gitlab", "GitLab")
 }
 
-// sameOrigin allows a redirect within one origin and the upgrade of
-// http://host to https://host; never a downgrade to http.
-func sameOrigin(from, to *url.URL) bool {
-	if from.Hostname() != to.Hostname() {
-		return false
-	}
-	switch {
-	case from.Scheme == to.Scheme:
-		return portOf(from) == portOf(to)
-	case from.Scheme == "http" && to.Scheme == "https":
-		return from.Port() == "" && to.Port() == ""
-	default:
-		return false
-	}
-}
-
-func portOf(u *url.URL) string {
-	if p := u.Port(); p != "" {
-		return p
-	}
-	if u.Scheme == "http" {
-		return "80"
-	}
-	return "443"
-}
+var sameOrigin = httpapi.SameOrigin

@@ -2,9 +2,9 @@ package gitlab
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 
+	"inthub.dev/pkg/connectors/httpapi"
 	"inthub.dev/pkg/fault"
 )
 
@@ -86,26 +86,7 @@ func isNumericID(s string) bool {
 	return true
 }
 
-// apiURL joins the API root and path elements into a request URL. Each
-// element is one path segment on the wire: a project path given as one
-// element keeps its slashes encoded ("acme/api" → "acme%2Fapi"), as GitLab
-// requires ("namespaced path encoding"); sent as "acme/api" it routes
-// nowhere and GitLab answers 404. RawPath carries the encoded form, Path
-// the decoded one; url.URL.EscapedPath uses RawPath because it is a valid
-// encoding of Path, so http.Client sends the %2F unchanged.
-func apiURL(root *url.URL, query url.Values, elems ...string) *url.URL {
-	u := *root
-	raw := strings.TrimSuffix(root.EscapedPath(), "/")
-	dec := strings.TrimSuffix(root.Path, "/")
-	for _, e := range elems {
-		raw += "/" + url.PathEscape(e)
-		dec += "/" + e
-	}
-	u.Path, u.RawPath = dec, raw
-	u.RawQuery = ""
-	if len(query) > 0 {
-		u.RawQuery = query.Encode()
-	}
-	u.Fragment, u.RawFragment = "", ""
-	return &u
-}
+// apiURL joins the API root and path elements into a request URL, each
+// element one escaped path segment: a project path as one element keeps
+// its slashes encoded ("acme/api" → "acme%2Fapi"), as GitLab requires.
+var apiURL = httpapi.URL
