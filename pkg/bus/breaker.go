@@ -10,7 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
-	"github.com/sony/gobreaker"
+	"github.com/sony/gobreaker/v2"
 
 	"inthub.dev/pkg/fault"
 )
@@ -75,6 +75,9 @@ func IntegrationKeyOf(m *message.Message) string {
 	return body.Data.IntegrationID
 }
 
+// breaker is the circuit breaker of one key.
+type breaker = gobreaker.CircuitBreaker[[]*message.Message]
+
 // Breakers holds a circuit breaker per key, never one for all: a failing
 // integration must not stop the others.
 type Breakers struct {
@@ -82,7 +85,7 @@ type Breakers struct {
 	log    *slog.Logger
 
 	mu        sync.Mutex
-	m         map[string]*gobreaker.CircuitBreaker
+	m         map[string]*breaker
 	openSince map[string]time.Time // since when a key's breaker has not been closed
 	now       func() time.Time
 }
@@ -92,26 +95,32 @@ func NewBreakers(p BreakerPolicy, log *slog.Logger) *Breakers {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Breakers{policy: p.withDefaults(), log: log, m: map[string]*gobreaker.CircuitBreaker{},
+	return &Breakers{policy: p.withDefaults(), log: log, m: map[string]*breaker{},
 		openSince: map[string]time.Time{}, now: time.Now}
 }
 
-func (b *Breakers) get(key string) *gobreaker.CircuitBreaker {
+func (b *Breakers) get(key string) *breaker {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cb, ok := b.m[key]
 	if !ok {
-		cb = gobreaker.NewCircuitBreaker(gobreaker.Settings{
+		cb = gobreaker.NewCircuitBreaker[[]*message.Message](gobreaker.Settings{
 			Name:        key,
 			MaxRequests: 1,
 			Timeout:     b.policy.OpenFor,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= b.policy.Failures },
 			// A permanent error says the request was bad, not that the
 			// downstream is sick.
-			// A deferral is a budget decision, not a failure either.
 			IsSuccessful: func(err error) bool {
-				return err == nil || fault.ClassOf(err) == fault.ClassPermanent || IsDeferral(err)
+				return err == nil || fault.ClassOf(err) == fault.ClassPermanent
 			},
+			// A deferral (a budget decision) and an error decided without
+			// a call (NotCalled) say nothing about the downstream either
+			// way: counted as failures they would open the breaker of an
+			// integration nobody called; counted as successes they would
+			// reset a run of real failures, or close a half-open breaker
+			// without its trial.
+			IsExcluded: func(err error) bool { return IsDeferral(err) || IsNotCalled(err) },
 			OnStateChange: func(name string, from, to gobreaker.State) {
 				// gobreaker calls this inside Execute or State, both of
 				// which run without b.mu held.
@@ -178,7 +187,7 @@ func (b *Breakers) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		if key == "" {
 			return h(msg)
 		}
-		res, err := b.get(key).Execute(func() (any, error) { return h(msg) })
+		out, err := b.get(key).Execute(func() ([]*message.Message, error) { return h(msg) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			err = fmt.Errorf("circuit breaker for %s: %w", key, err)
 			if off := b.policy.OfflineAfter; off > 0 {
@@ -188,7 +197,29 @@ func (b *Breakers) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			}
 			return nil, fault.RetryAfter(err, b.policy.OpenFor)
 		}
-		out, _ := res.([]*message.Message)
 		return out, err
 	}
+}
+
+// NotCalled marks err as decided without calling the downstream behind the
+// message's breaker key: the integration is marked offline or disabled,
+// the request was refused before any call. The breaker counts it neither
+// as a success nor as a failure. err keeps its class (package fault) and
+// everything it wraps.
+func NotCalled(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &notCalled{err}
+}
+
+type notCalled struct{ err error }
+
+func (n *notCalled) Error() string { return n.err.Error() }
+func (n *notCalled) Unwrap() error { return n.err }
+
+// IsNotCalled reports whether err is, or wraps, an error marked NotCalled.
+func IsNotCalled(err error) bool {
+	var n *notCalled
+	return errors.As(err, &n)
 }

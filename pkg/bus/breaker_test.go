@@ -2,10 +2,12 @@ package bus
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/sony/gobreaker/v2"
 
 	"inthub.dev/pkg/fault"
 )
@@ -73,5 +75,66 @@ func TestDeferralNeitherTripsTheBreakerNorRetriesInProcess(t *testing.T) {
 	}
 	if retryable(Defer(time.Millisecond, "x"), RetryPolicy{}.withDefaults()) {
 		t.Fatal("a deferral is retried in process")
+	}
+}
+
+// An error decided without calling the downstream (an integration marked
+// offline, a refused request) and a deferral are neither failures nor
+// successes for the breaker: they open no breaker, break no run of real
+// failures, and close no half-open breaker in place of its trial.
+func TestBreakerIgnoresWhatDidNotCallTheDownstream(t *testing.T) {
+	offline := NotCalled(fault.Offline(errors.New("integration marked offline")))
+	if fault.ClassOf(offline) != fault.ClassOffline || !IsNotCalled(fmt.Errorf("wrapped: %w", offline)) || NotCalled(nil) != nil {
+		t.Fatalf("NotCalled lost the class or cannot be found: %v", offline)
+	}
+	refused := NotCalled(fault.Permanent(errors.New("integration disabled")))
+	down := fault.Transient(errors.New("connection refused"))
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"not called (offline)", offline},
+		{"not called (refused)", refused},
+		{"deferral", Defer(time.Millisecond, "budget")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBreakers(BreakerPolicy{Key: func(*message.Message) string { return "k" }, Failures: 2, OpenFor: 20 * time.Millisecond}, nil)
+			var next error
+			h := b.Middleware(func(*message.Message) ([]*message.Message, error) { return nil, next })
+			call := func(err error) error {
+				next = err
+				_, got := h(message.NewMessage("1", nil))
+				return got
+			}
+			for range 10 {
+				call(tc.err)
+			}
+			if s := b.State("k"); s != "closed" {
+				t.Fatalf("breaker %s after 10 of them", s)
+			}
+			// One real failure, any number of these, one more real
+			// failure: the run of two is not broken, the breaker opens.
+			call(down)
+			call(tc.err)
+			call(down)
+			if s := b.State("k"); s != "open" {
+				t.Fatalf("breaker %s: the run of real failures was reset", s)
+			}
+			// Half-open: these pass through without taking the trial's
+			// place; the next real call is the trial.
+			eventually(t, 5*time.Second, "half-open", func() bool { return b.State("k") == "half-open" })
+			if err := call(tc.err); errors.Is(err, gobreaker.ErrTooManyRequests) {
+				t.Fatalf("refused in half-open: %v", err)
+			}
+			if s := b.State("k"); s != "half-open" {
+				t.Fatalf("breaker %s after one of them in half-open, want still half-open", s)
+			}
+			if err := call(nil); err != nil {
+				t.Fatalf("trial: %v", err)
+			}
+			if s := b.State("k"); s != "closed" {
+				t.Fatalf("breaker %s after a successful trial", s)
+			}
+		})
 	}
 }

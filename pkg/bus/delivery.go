@@ -17,15 +17,23 @@ type Delivery struct {
 	Consumer     string
 	StreamSeq    uint64
 	NumDelivered uint64
-	// MaxDeliver is the consumer's limit; the delivery with NumDelivered ==
-	// MaxDeliver is the last one the server will make.
+	// Deferrals is how many earlier deliveries of this message a handler
+	// deferred (Defer), as the worker's ledger (BucketDeferrals) counts
+	// them. They do not count toward MaxDeliver.
+	Deferrals uint64
+	// MaxDeliver is the worker's limit of counted deliveries (Counted): a
+	// failure on the delivery that reaches it is dead-lettered. The server
+	// itself sets no limit (see BucketDeferrals).
 	MaxDeliver int
 	Stored     time.Time
 	Header     nats.Header
 
 	inProgress func() error
-	nakDelay   atomic.Int64
-	attempts   atomic.Int32
+	// deferralsUnknown: the ledger could not be read, so Counted may be too
+	// high; such a delivery is never dead-lettered for exhaustion.
+	deferralsUnknown bool
+	nakDelay         atomic.Int64
+	attempts         atomic.Int32
 }
 
 type deliveryKey struct{}
@@ -51,10 +59,23 @@ func (d *Delivery) InProgress() error {
 	return d.inProgress()
 }
 
-// LastAttempt reports whether the server will not deliver this message
-// again if it is not acked now.
+// Counted is the number of deliveries of this message that count toward
+// MaxDeliver, this one included: the deliveries that were not deferred.
+// It is the attempt number a handler should report.
+func (d *Delivery) Counted() uint64 {
+	if d == nil {
+		return 0
+	}
+	if d.Deferrals >= d.NumDelivered {
+		return min(d.NumDelivered, 1)
+	}
+	return d.NumDelivered - d.Deferrals
+}
+
+// LastAttempt reports whether a failure of this delivery is dead-lettered
+// rather than redelivered: the counted deliveries reached MaxDeliver.
 func (d *Delivery) LastAttempt() bool {
-	return d.MaxDeliver > 0 && d.NumDelivered >= uint64(d.MaxDeliver)
+	return d.MaxDeliver > 0 && !d.deferralsUnknown && d.Counted() >= uint64(d.MaxDeliver)
 }
 
 // setNakDelay is how the outcome layer tells the subscriber how long to wait

@@ -23,6 +23,10 @@ const (
 	HeaderLastFailure     = "Inthub-Last-Failure"  // RFC 3339, UTC
 	HeaderOriginalMsgID   = "Inthub-Original-Msg-Id"
 
+	// HeaderDeferralCount is how many of the deliveries in
+	// HeaderDeliveryCount were deferrals (Defer); set only when some were.
+	HeaderDeferralCount = "Inthub-Deferral-Count"
+
 	// HeaderReplayOf names the dead letter (stream sequence in DLQ) that a
 	// replayed message came from.
 	HeaderReplayOf = "Inthub-Replay-Of"

@@ -24,7 +24,8 @@ import (
 // ever, and one KV watch gives the snapshot and the changes after it.
 const BucketIntegrations = "INTEGRATIONS_STATE"
 
-// KeyValues returns the configuration of every inthub KV bucket.
+// KeyValues returns the configuration of every inthub KV bucket: the
+// integrations below and the workers' deferral counts (BucketDeferrals).
 //
 // History 1: consumers need the latest value only, and a delete marker
 // replaces the value it deletes (one marker per deleted key is kept, which
@@ -41,7 +42,7 @@ func KeyValues(s StreamSettings) []jetstream.KeyValueConfig {
 		Storage:     jetstream.FileStorage,
 		MaxBytes:    s.MaxBytes,
 		Compression: true,
-	})}
+	}), deferralsBucket(s)}
 }
 
 // ProvisionKV creates or updates every KV bucket. Like Provision, which

@@ -6,7 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sony/gobreaker"
+	"github.com/sony/gobreaker/v2"
 )
 
 // ConsumerRef names a durable consumer whose lag a Collector reports.
@@ -119,7 +119,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // Counts returns how many of the breakers are closed, half-open and open.
 func (b *Breakers) Counts() (closed, halfOpen, open int) {
 	b.mu.Lock()
-	cbs := make([]*gobreaker.CircuitBreaker, 0, len(b.m))
+	cbs := make([]*breaker, 0, len(b.m))
 	for _, cb := range b.m {
 		cbs = append(cbs, cb)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -62,7 +63,7 @@ func TestCollectorReportsTheBus(t *testing.T) {
 	})
 	start(t, w)
 	trip := NewBreakers(BreakerPolicy{Failures: 1, OpenFor: time.Hour}, nil)
-	_, _ = trip.get("sick").Execute(func() (any, error) { return nil, fault.Transient(errors.New("503")) })
+	_, _ = trip.get("sick").Execute(func() ([]*message.Message, error) { return nil, fault.Transient(errors.New("503")) })
 	trip.get("well")
 
 	c := NewCollector(e.js, CollectorConfig{

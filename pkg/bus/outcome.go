@@ -66,10 +66,12 @@ func ExponentialRedelivery(base, ceiling time.Duration) Redelivery {
 
 // outcome is the one place that decides what happens to a failed message:
 //
-//   - permanent error, or the last delivery failed: dead letter, ack;
+//   - permanent error, or the last counted delivery failed: dead letter, ack;
 //   - offline error: spool subject, ack;
-//   - anything else: nack with a delay that grows with the delivery count,
-//     so a slow key never blocks the others.
+//   - a deferral: nack until its slot is due, recorded in the ledger so
+//     that it does not count toward MaxDeliver;
+//   - anything else: nack with a delay that grows with the counted
+//     deliveries, so a slow key never blocks the others.
 //
 // A dead letter or spool write that fails leaves the message unacked: it is
 // redelivered, never dropped.
@@ -81,59 +83,107 @@ type outcome struct {
 	log        *slog.Logger
 	onFailure  func(context.Context, Failure)
 	firstSeen  *failureTimes
+	// ledger counts deferrals; set by Run before the first message.
+	ledger *ledger
+	// deferFor bounds how long after it was stored a message may still be
+	// deferred (half its stream's MaxAge; 0: no bound): past it a deferral
+	// is dead-lettered, since the stream would soon drop the message
+	// unannounced.
+	deferFor time.Duration
 }
 
 func (o *outcome) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := h(msg)
 		d := DeliveryFrom(msg.Context())
 		if d == nil {
-			return out, err
+			return h(msg)
 		}
+		if d.NumDelivered > 1 {
+			// A first delivery was never deferred: only redeliveries
+			// read the ledger.
+			n, err := o.ledger.count(msg.Context(), d.StreamSeq)
+			if err != nil {
+				d.deferralsUnknown = true
+				o.log.Warn("cannot read the deferral count; this delivery is not dead-lettered for exhaustion",
+					"subject", d.Subject, "seq", d.StreamSeq, "error", err.Error())
+			}
+			d.Deferrals = n
+		}
+		if d.MaxDeliver > 0 && !d.deferralsUnknown && d.Counted() > uint64(d.MaxDeliver+spareDeliveries) {
+			// The consumer has no server-side limit: a message whose
+			// deliveries keep ending without an outcome (it crashes the
+			// process, its acks are lost) stops here, in the DLQ.
+			err := fault.Transient(fmt.Errorf("gave up after %d counted deliveries without an outcome (the handler never returned: a crash, lost acks, or dead letters that could not be written)", d.Counted()))
+			return o.failed(msg, d, err, OutcomeDeadLetter)
+		}
+		out, err := h(msg)
 		if err == nil {
 			o.firstSeen.forget(d.StreamSeq)
 			return out, nil
 		}
-		now := time.Now().UTC()
-		first := o.firstSeen.note(d.StreamSeq, now)
-		class := fault.ClassOf(err)
-		f := Failure{Delivery: d, Class: class, Err: err, Body: msg.Payload, Outcome: decide(class, d)}
-		switch f.Outcome {
-		case OutcomeSpooled:
-			if werr := o.write(msg, d, SpoolSubject(d.Subject, d.Header.Get(HeaderIntegrationID)), class, err, first, now); werr != nil {
-				return nil, o.redeliver(d, fmt.Errorf("%w (and spooling failed: %v)", err, werr))
-			}
-		case OutcomeDeadLetter:
-			if werr := o.write(msg, d, DLQSubject(d.Subject), class, err, first, now); werr != nil {
-				return nil, o.redeliver(d, fmt.Errorf("%w (and dead-lettering failed: %v)", err, werr))
-			}
-		default:
-			if IsDeferral(err) {
-				// A reserved slot: come back when it is due, not on the
-				// failure backoff, which grows with every deferral.
-				d.setNakDelay(fault.RetryAfterOf(err))
-			} else {
-				d.setNakDelay(max(o.redelivery(d.NumDelivered), fault.RetryAfterOf(err)))
+		oc := decide(fault.ClassOf(err), d)
+		if IsDeferral(err) {
+			oc = OutcomeRedeliver
+			if age := time.Since(d.Stored); o.deferFor > 0 && !d.Stored.IsZero() && age+fault.RetryAfterOf(err) > o.deferFor {
+				// No longer a deferral: the message ends here, reported.
+				err = fault.Permanent(fmt.Errorf("%v, still %s after the message was stored; its stream keeps messages for %s",
+					err, age.Round(time.Second), 2*o.deferFor))
+				oc = OutcomeDeadLetter
 			}
 		}
-		o.log.LogAttrs(msg.Context(), levelOf(f.Outcome), "message failed",
-			slog.String("subject", d.Subject), slog.Uint64("seq", d.StreamSeq),
-			slog.Uint64("delivery", d.NumDelivered), slog.String("class", class.String()),
-			slog.String("outcome", f.Outcome.String()), slog.String("error", err.Error()),
-			slog.String("tenantId", d.Header.Get(HeaderTenantID)),
-			slog.String("integrationId", d.Header.Get(HeaderIntegrationID)))
-		if o.onFailure != nil {
-			o.onFailure(msg.Context(), f)
-		}
-		if f.Outcome == OutcomeRedeliver {
-			return nil, err
-		}
-		o.firstSeen.forget(d.StreamSeq)
-		return nil, nil
+		return o.failed(msg, d, err, oc)
 	}
 }
 
-// decide maps an error class and the delivery count to what happens next.
+// failed carries out oc for a message whose handler returned err.
+func (o *outcome) failed(msg *message.Message, d *Delivery, err error, oc Outcome) ([]*message.Message, error) {
+	now := time.Now().UTC()
+	first := o.firstSeen.note(d.StreamSeq, now)
+	class := fault.ClassOf(err)
+	f := Failure{Delivery: d, Class: class, Err: err, Body: msg.Payload, Outcome: oc}
+	switch f.Outcome {
+	case OutcomeSpooled:
+		if werr := o.write(msg, d, SpoolSubject(d.Subject, d.Header.Get(HeaderIntegrationID)), class, err, first, now); werr != nil {
+			return nil, o.redeliver(d, fmt.Errorf("%w (and spooling failed: %v)", err, werr))
+		}
+	case OutcomeDeadLetter:
+		if werr := o.write(msg, d, DLQSubject(d.Subject), class, err, first, now); werr != nil {
+			return nil, o.redeliver(d, fmt.Errorf("%w (and dead-lettering failed: %v)", err, werr))
+		}
+	default:
+		if IsDeferral(err) {
+			// A reserved slot: come back when it is due, not on the
+			// failure backoff. Recorded before the nak, so that a crash
+			// in between still leaves the delivery counted as a deferral.
+			d.setNakDelay(fault.RetryAfterOf(err))
+			if _, lerr := o.ledger.add(msg.Context(), d.StreamSeq); lerr != nil {
+				o.log.Warn("deferral not recorded; this delivery will count toward MaxDeliver",
+					"subject", d.Subject, "seq", d.StreamSeq, "error", lerr.Error())
+			}
+		} else {
+			d.setNakDelay(max(o.redelivery(d.Counted()), fault.RetryAfterOf(err)))
+		}
+	}
+	o.log.LogAttrs(msg.Context(), levelOf(f.Outcome), "message failed",
+		slog.String("subject", d.Subject), slog.Uint64("seq", d.StreamSeq),
+		slog.Uint64("delivery", d.NumDelivered), slog.Uint64("deferrals", d.Deferrals),
+		slog.String("class", class.String()),
+		slog.String("outcome", f.Outcome.String()), slog.String("error", err.Error()),
+		slog.String("tenantId", d.Header.Get(HeaderTenantID)),
+		slog.String("integrationId", d.Header.Get(HeaderIntegrationID)))
+	if o.onFailure != nil {
+		o.onFailure(msg.Context(), f)
+	}
+	if f.Outcome == OutcomeRedeliver {
+		return nil, err
+	}
+	o.firstSeen.forget(d.StreamSeq)
+	return nil, nil
+}
+
+// decide maps an error class and the counted deliveries to what happens
+// next. A deferral is not decided here: it is redelivered whatever the
+// count (see outcome.Middleware).
 func decide(class fault.Class, d *Delivery) Outcome {
 	switch {
 	case class == fault.ClassOffline:
@@ -146,7 +196,7 @@ func decide(class fault.Class, d *Delivery) Outcome {
 }
 
 func (o *outcome) redeliver(d *Delivery, err error) error {
-	d.setNakDelay(o.redelivery(d.NumDelivered))
+	d.setNakDelay(o.redelivery(d.Counted()))
 	return err
 }
 
@@ -174,6 +224,9 @@ func (o *outcome) write(msg *message.Message, d *Delivery, subject string, class
 	h.Set(HeaderOriginalSubject, d.Subject)
 	h.Set(HeaderStreamSequence, strconv.FormatUint(d.StreamSeq, 10))
 	h.Set(HeaderDeliveryCount, strconv.FormatUint(d.NumDelivered, 10))
+	if d.Deferrals > 0 {
+		h.Set(HeaderDeferralCount, strconv.FormatUint(d.Deferrals, 10))
+	}
 	h.Set(HeaderErrorClass, class.String())
 	h.Set(HeaderLastError, truncate(cause.Error(), 2048))
 	h.Set(HeaderService, o.service)

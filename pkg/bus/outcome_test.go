@@ -14,16 +14,17 @@ import (
 // and only while deliveries remain.
 func TestPropertyErrorHandlingDecision(t *testing.T) {
 	classes := []fault.Class{fault.ClassUnknown, fault.ClassTransient, fault.ClassPermanent, fault.ClassOffline}
-	prop := func(c uint8, delivered uint16, maxDeliver uint8) bool {
+	prop := func(c uint8, delivered, deferred uint16, maxDeliver uint8) bool {
 		class := classes[int(c)%len(classes)]
-		d := &Delivery{NumDelivered: uint64(delivered%50) + 1, MaxDeliver: int(maxDeliver%20) + 1}
+		n := uint64(delivered%50) + 1
+		d := &Delivery{NumDelivered: n, Deferrals: uint64(deferred) % n, MaxDeliver: int(maxDeliver%20) + 1}
 		got := decide(class, d)
 		switch {
 		case class == fault.ClassOffline:
 			return got == OutcomeSpooled
 		case class == fault.ClassPermanent:
 			return got == OutcomeDeadLetter
-		case d.NumDelivered >= uint64(d.MaxDeliver):
+		case d.NumDelivered-d.Deferrals >= uint64(d.MaxDeliver):
 			return got == OutcomeDeadLetter
 		default:
 			return got == OutcomeRedeliver

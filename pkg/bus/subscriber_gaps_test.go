@@ -327,6 +327,11 @@ func TestGapLateAckDropped(t *testing.T) {
 // reports -1, unlimited) and no BackOff, so a message that keeps failing is
 // redelivered forever. SubscriberConfig.ConfigureConsumer cannot fix it: the
 // library's own ResourceInitializers never call it.
+//
+// Our consumer has no server-side limit either, on purpose (a deferral is
+// a delivery for the server; see BucketDeferrals): the worker enforces
+// MaxDeliver on the deliveries that count, so a message that keeps failing
+// ends in the DLQ, not in an endless loop.
 func TestGapNoMaxDeliver(t *testing.T) {
 	libraryConsumer := func(t *testing.T, cfg wmjs.SubscriberConfig) *jetstream.ConsumerInfo {
 		t.Helper()
@@ -374,14 +379,18 @@ func TestGapNoMaxDeliver(t *testing.T) {
 		e := newEnv(t)
 		cfg := testConfig("gap3")
 		cfg.MaxDeliver = 5
-		w := newWorker(t, e.js, cfg, events.SubjectIntegrationHealthChecked, func(context.Context, events.Event) error { return nil })
-		want := cfg.MaxDeliver + spareDeliveries
-		if got := w.Consumer().MaxDeliver; got != want {
-			t.Fatalf("worker.Consumer().MaxDeliver = %d, want %d", got, want)
-		}
+		cfg.Retry.Attempts = 1
+		cfg.Breaker.Failures = 100
+		var calls atomic.Int32
+		w := newWorker(t, e.js, cfg, events.SubjectIntegrationHealthChecked, func(context.Context, events.Event) error {
+			calls.Add(1)
+			return fault.Transient(errors.New("503"))
+		})
 		start(t, w)
-		if got := e.consumerInfo(StreamIntegrations, "gap3").Config.MaxDeliver; got != want {
-			t.Fatalf("server MaxDeliver = %d, want %d", got, want)
+		e.publish(healthEvent(t, 1, "failing"))
+		eventually(t, 10*time.Second, "dead letter", func() bool { return e.streamMsgs(StreamDLQ) == 1 && e.settled(StreamIntegrations, "gap3") })
+		if got := calls.Load(); got != int32(cfg.MaxDeliver) {
+			t.Fatalf("handler called %d times, want MaxDeliver (%d)", got, cfg.MaxDeliver)
 		}
 	})
 }

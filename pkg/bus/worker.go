@@ -28,9 +28,12 @@ type WorkerConfig struct {
 	Stream  string // the stream to consume, e.g. bus.StreamSCM
 	Durable string // durable consumer name, default Service
 
-	AckWait     time.Duration // default 30s; in-progress acks extend it while a handler runs
-	MaxDeliver  int           // deliveries before a transient failure is dead-lettered, default 5
-	Concurrency int           // messages handled at once, default 8
+	AckWait time.Duration // default 30s; in-progress acks extend it while a handler runs
+	// MaxDeliver is how many counted deliveries a message gets before a
+	// transient failure is dead-lettered, default 5. Deferrals (Defer) do
+	// not count; see BucketDeferrals.
+	MaxDeliver  int
+	Concurrency int // messages handled at once, default 8
 	// PullBatch is how many messages the client buffers ahead of the
 	// handlers, default 8 per handler slot. Buffered messages age against
 	// AckWait before a handler takes them: keep PullBatch/Concurrency times
@@ -54,9 +57,11 @@ type WorkerConfig struct {
 	TracerProvider trace.TracerProvider
 }
 
-// spareDeliveries are deliveries the server may still make after our own
-// limit, so that a dead letter that could not be written (bus trouble) is
-// tried again instead of the message being left unacked for good.
+// spareDeliveries are counted deliveries a message may still get after
+// MaxDeliver, for a dead letter that could not be written (bus trouble) to
+// be tried again with the handler. Past them the worker dead-letters the
+// message without calling the handler: deliveries that keep ending without
+// an outcome (a message that crashes the process) end in the DLQ.
 const spareDeliveries = 10
 
 func (c *WorkerConfig) defaults() error {
@@ -169,9 +174,13 @@ func (w *Worker) Consumer() jetstream.ConsumerConfig {
 		FilterSubjects: subjects,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        w.cfg.AckWait,
-		MaxDeliver:     w.cfg.MaxDeliver + spareDeliveries,
-		MaxAckPending:  max(1000, 4*w.cfg.Concurrency),
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// No server-side limit: the server counts a deferral (a delayed
+		// nak) as a delivery, and at its limit it stops delivering the
+		// message with no more than an advisory. The worker enforces
+		// MaxDeliver on the deliveries that count (BucketDeferrals).
+		MaxDeliver:    -1,
+		MaxAckPending: max(1000, 4*w.cfg.Concurrency),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }
 
@@ -185,6 +194,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.createConsumer(ctx)
 	if err != nil {
 		return err
+	}
+	if w.outcome.ledger == nil {
+		// Tests may set a ledger of their own before Run.
+		if err := w.openLedger(ctx); err != nil {
+			return err
+		}
 	}
 	sub := &subscriber{
 		consumer: cons, stream: w.cfg.Stream, name: w.cfg.Durable,
@@ -253,6 +268,39 @@ func (w *Worker) createConsumer(ctx context.Context) (jetstream.Consumer, error)
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", w.cfg.Durable, w.cfg.Stream, err)
 	}
 	return cons, nil
+}
+
+// openLedger opens the deferral counts and reads how long the stream keeps
+// a message (deferrals must end well before), waiting for the bus like
+// createConsumer.
+func (w *Worker) openLedger(ctx context.Context) error {
+	b := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(250*time.Millisecond),
+		backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	), ctx)
+	err := backoff.Retry(func() error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		l, err := openLedger(cctx, w.js, w.cfg.Stream, w.cfg.Durable)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.cfg.Logger.Warn("cannot open the deferrals bucket yet; retrying", "error", err.Error())
+			}
+			return err
+		}
+		st, err := w.js.Stream(cctx, w.cfg.Stream)
+		if err != nil {
+			return err
+		}
+		w.outcome.ledger = l
+		w.outcome.deferFor = st.CachedInfo().Config.MaxAge / 2
+		return nil
+	}, b)
+	if err != nil {
+		return fmt.Errorf("bus: worker %s: %w", w.cfg.Service, err)
+	}
+	return nil
 }
 
 // dispatch is the innermost layer: it decodes and validates the event (a

@@ -164,13 +164,21 @@ func TestRetriesExhaustedDeadLetters(t *testing.T) {
 func TestConsumerConfigSetsMaxDeliverAndExplicitAck(t *testing.T) {
 	e := newEnv(t)
 	w := newWorker(t, e.js, testConfig("t5"), events.SubjectIntegrationHealthChecked, func(context.Context, events.Event) error { return nil })
+	// The consumer as an earlier release made it, with a server-side limit.
+	old := w.Consumer()
+	old.MaxDeliver = 5 + spareDeliveries
+	if _, err := e.js.CreateOrUpdateConsumer(context.Background(), StreamIntegrations, old); err != nil {
+		t.Fatal(err)
+	}
 	start(t, w)
 	info := e.consumerInfo(StreamIntegrations, "t5")
 	if info.Config.Durable != "t5" || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
 		t.Fatalf("durable %q ack %v", info.Config.Durable, info.Config.AckPolicy)
 	}
-	if info.Config.MaxDeliver != 5+spareDeliveries {
-		t.Fatalf("MaxDeliver = %d", info.Config.MaxDeliver)
+	// The worker enforces MaxDeliver on counted deliveries; the server
+	// would count deferrals too.
+	if info.Config.MaxDeliver != -1 {
+		t.Fatalf("MaxDeliver = %d, want -1", info.Config.MaxDeliver)
 	}
 }
 

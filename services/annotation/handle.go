@@ -19,6 +19,21 @@ import (
 
 // handle posts one scm.annotation.requested.
 func (s *Service) handle(ctx context.Context, ev events.Event) error {
+	err := s.post(ctx, ev)
+	var r *refused
+	if errors.As(err, &r) {
+		// Decided before any call to the provider (invalid, unknown,
+		// disabled, marked offline): the integration's breaker must not
+		// count it. Counted as a failure, five requests for an integration
+		// marked offline would open the breaker of a provider nobody
+		// called; counted as a success, a refusal would close a half-open
+		// breaker without its trial.
+		return bus.NotCalled(err)
+	}
+	return err
+}
+
+func (s *Service) post(ctx context.Context, ev events.Event) error {
 	start := time.Now()
 	var req events.AnnotationRequested
 	if err := ev.Decode(&req); err != nil {
@@ -59,11 +74,9 @@ func (s *Service) handle(ctx context.Context, ev events.Event) error {
 	}
 	log = log.With(slog.String("provider", provider))
 
-	d := bus.DeliveryFrom(ctx)
-	attempt := 1
-	if d != nil {
-		attempt = int(d.NumDelivered)
-	}
+	// Deliveries spent waiting for the budget (deferrals) are not
+	// attempts; the worker counts them across restarts and replicas.
+	attempt := max(int(bus.DeliveryFrom(ctx).Counted()), 1)
 	areq := connectors.AnnotationRequest{ID: ev.ID, Attempt: attempt, AnnotationRequested: req}
 	host, account := ann.AnnotationScope()
 	host, account = provider+":"+host, provider+":"+host+"/"+account
@@ -75,7 +88,6 @@ func (s *Service) handle(ctx context.Context, ev events.Event) error {
 			slog.String("level", vs[g.level].name))
 		return bus.Defer(g.wait, fmt.Sprintf("write budget of %s", account))
 	}
-	attempt = max(attempt-g.deferrals, 1)
 	v := vs[g.level]
 	v.req.Attempt = attempt
 	if g.level > 0 {
@@ -243,7 +255,7 @@ func (s *Service) onFailure(ctx context.Context, f bus.Failure) {
 		// letter's reason is all there is.
 		return
 	}
-	attempts := int(f.Delivery.NumDelivered)
+	attempts := int(f.Delivery.Counted())
 	var r *refused
 	if errors.As(f.Err, &r) {
 		attempts = 0

@@ -49,6 +49,9 @@ type recorder struct {
 	fail    func(req connectors.AnnotationRequest, n int) error
 	writes  func(req connectors.AnnotationRequest) int
 	url     func(id string) string
+	// rateLimit, when set, is the provider's rate limit as each
+	// successful post reports it.
+	rateLimit func() *connectors.RateLimit
 }
 
 type call struct {
@@ -119,7 +122,11 @@ func (c *recConn) Annotate(ctx context.Context, req connectors.AnnotationRequest
 	if r.url != nil {
 		url = r.url(req.ID)
 	}
-	return connectors.Posted{URL: url, ExternalID: req.ID, Writes: 1}, nil
+	var rl *connectors.RateLimit
+	if r.rateLimit != nil {
+		rl = r.rateLimit()
+	}
+	return connectors.Posted{URL: url, ExternalID: req.ID, Writes: 1, RateLimit: rl}, nil
 }
 
 type env struct {
