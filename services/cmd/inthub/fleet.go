@@ -65,6 +65,9 @@ func buildCatalog(d devfleet.Deps) (devfleet.Component, error) {
 		return nil, err
 	}
 	svc.AllowLoopbackEndpoints()
+	if d.Vault != nil {
+		d.Log.Info("authref://vault references are read from this Vault", "vault", *d.Vault)
+	}
 	token, err := auth.DevToken(secret, devIssuer, devAudience, devSubject, devTenant,
 		[]string{"integrations:read", "integrations:write", "integrations:admin"}, 30*24*time.Hour)
 	if err != nil {
