@@ -101,7 +101,7 @@ func (a *app) doctor(o *opts, d *doctorOpts, pos []string) error {
 	defer done()
 	var raw []byte
 	if d.last {
-		resp, err := cl.do(a.ctx, http.MethodGet, integrationPath(id)+"/doctor/runs",
+		resp, err := cl.do(a.ctx, http.MethodGet, integrationPath(id)+"/doctor",
 			url.Values{"limit": {"1"}, "evidence": {strconv.FormatBool(d.evidence != "")}}, nil, nil)
 		if err != nil {
 			return err
