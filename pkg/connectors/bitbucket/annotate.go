@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -20,6 +19,7 @@ import (
 	"inthub.dev/events"
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/cache"
+	"inthub.dev/pkg/connectors/sticky"
 	"inthub.dev/pkg/fault"
 )
 
@@ -45,7 +45,6 @@ const (
 	// marker could be missed, so the call fails rather than post twice.
 	maxCommentPages = 100
 	annotationTTL   = 30 * time.Minute
-	lockStripes     = 64
 )
 
 // Marker is the hidden first line that identifies inthub's comment for
@@ -65,21 +64,18 @@ var markerRE = regexp.MustCompile(`\[//\]: # \(inthub:annotation key=[^)\s]*\)`)
 // Center has only the legacy build-status API, and locks that serialise
 // the calls touching one pull request.
 type annotationState struct {
-	comments *cache.Cache[prKey, *commentIndex]
+	comments *cache.Cache[prKey, *sticky.Index]
 	mu       sync.Mutex
 	me       string // Cloud account uuid or Data Center user name, "" until known
 	legacy   bool   // Data Center before 7.4: /rest/build-status/1.0 only
-	locks    [lockStripes]chan struct{}
+	locks    *sticky.Locks
 }
 
 func newAnnotationState() *annotationState {
-	s := &annotationState{
-		comments: cache.New[prKey, *commentIndex](cache.Options{Name: "bitbucket_annotation_comments", Size: 2000, TTL: annotationTTL}),
+	return &annotationState{
+		comments: cache.New[prKey, *sticky.Index](cache.Options{Name: "bitbucket_annotation_comments", Size: 2000, TTL: annotationTTL}),
+		locks:    sticky.NewLocks("bitbucket"),
 	}
-	for i := range s.locks {
-		s.locks[i] = make(chan struct{}, 1)
-	}
-	return s
 }
 
 func (s *annotationState) setMe(id string) {
@@ -109,35 +105,9 @@ func (s *annotationState) isLegacy() bool {
 	return s.legacy
 }
 
-// lock serialises the calls for one key: two requests on one pull
-// request must not both miss a marker and both post.
-func (s *annotationState) lock(ctx context.Context, key string) (func(), error) {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	l := s.locks[h.Sum32()%lockStripes]
-	select {
-	case l <- struct{}{}:
-		return func() { <-l }, nil
-	case <-ctx.Done():
-		return nil, fault.Transient(fmt.Errorf("bitbucket: waiting for another annotation of %s: %w", key, context.Cause(ctx)))
-	}
-}
-
 type prKey struct {
 	repo string // lower case "owner/slug"
 	id   int
-}
-
-// commentIndex maps the markers of inthub's comments on a pull request to
-// the comment carrying each (the newest when several do).
-type commentIndex struct {
-	byMarker map[string]commentRef
-}
-
-type commentRef struct {
-	id      int64
-	version int      // Data Center's optimistic-locking version
-	body    [32]byte // sha256 of the text, to tell an edit from a no-op
 }
 
 // AnnotationScope is the API host and a hash of the credential's AuthRef
@@ -395,7 +365,7 @@ func (b bbComment) author() string {
 // index returns the markers of inthub's comments on the pull request:
 // cached, or read from every page of its comments (Cloud) or activities
 // (Data Center).
-func (a *annotator) index(ctx context.Context) (*commentIndex, error) {
+func (a *annotator) index(ctx context.Context) (*sticky.Index, error) {
 	key := a.prKey()
 	if idx, ok := a.c.ann.comments.Get(key); ok {
 		return idx, nil
@@ -411,16 +381,13 @@ func (a *annotator) index(ctx context.Context) (*commentIndex, error) {
 	if me == "" {
 		me = a.c.ann.getMe() // Data Center: learnt from the listing's answers
 	}
-	idx := &commentIndex{byMarker: map[string]commentRef{}}
+	idx := sticky.NewIndex(markerRE)
 	slices.SortFunc(all, func(x, y bbComment) int { return int(x.ID - y.ID) })
 	for _, b := range all {
 		if b.Deleted || (me != "" && b.author() != me) {
 			continue
 		}
-		body := b.text()
-		for _, m := range markerRE.FindAllString(body, -1) {
-			idx.byMarker[m] = commentRef{id: b.ID, version: b.Version, body: sha256.Sum256([]byte(body))}
-		}
+		idx.Add(b.ID, b.Version, b.text())
 	}
 	a.c.ann.comments.Set(key, idx)
 	return idx, nil
@@ -488,20 +455,12 @@ func (a *annotator) remember(b bbComment) {
 	if !ok {
 		return
 	}
-	body := b.text()
-	ref := commentRef{id: b.ID, version: b.Version, body: sha256.Sum256([]byte(body))}
-	for _, m := range markerRE.FindAllString(body, -1) {
-		idx.byMarker[m] = ref
-	}
+	idx.Add(b.ID, b.Version, b.text())
 }
 
 func (a *annotator) drop(id int64) {
 	if idx, ok := a.c.ann.comments.Get(a.prKey()); ok {
-		for m, ref := range idx.byMarker {
-			if ref.id == id {
-				delete(idx.byMarker, m)
-			}
-		}
+		idx.Drop(id)
 	}
 }
 
@@ -539,16 +498,16 @@ func (a *annotator) createComment(ctx context.Context, body string) (int64, erro
 // editComment edits an inthub comment; gone is set when it no longer
 // exists (deleted by hand) or is not the credential's to edit (a person
 // quoted the marker), for the caller to post it again.
-func (a *annotator) editComment(ctx context.Context, ref commentRef, body string) (gone bool, err error) {
+func (a *annotator) editComment(ctx context.Context, ref sticky.Ref, body string) (gone bool, err error) {
 	in := a.commentBody(body)
 	if !a.c.cloud() {
-		in.(map[string]any)["version"] = ref.version
+		in.(map[string]any)["version"] = ref.Version
 	}
 	var b bbComment
-	err = a.write(ctx, http.MethodPut, a.commentsCall("edit comment "+strconv.FormatInt(ref.id, 10), strconv.FormatInt(ref.id, 10)), in, &b)
+	err = a.write(ctx, http.MethodPut, a.commentsCall("edit comment "+strconv.FormatInt(ref.ID, 10), strconv.FormatInt(ref.ID, 10)), in, &b)
 	switch code := statusOf(err); {
 	case code == http.StatusNotFound, code == http.StatusForbidden:
-		a.drop(ref.id)
+		a.drop(ref.ID)
 		return true, nil
 	case code == http.StatusConflict:
 		// Data Center: someone edited it since it was read. Read again;
@@ -560,7 +519,7 @@ func (a *annotator) editComment(ctx context.Context, ref commentRef, body string
 		return false, err
 	}
 	if b.ID == 0 {
-		b.ID = ref.id
+		b.ID = ref.ID
 	}
 	if b.text() == "" {
 		b.Text = body
@@ -572,63 +531,27 @@ func (a *annotator) editComment(ctx context.Context, ref commentRef, body string
 // compose puts the marker first and cuts the text so that the whole fits
 // Bitbucket's comment, with a visible note when cut.
 func (a *annotator) compose(header, text, what string) string {
-	const sep = "\n\n"
-	text, cut := connectors.Cut(text, MaxCommentBody-utf8.RuneCountInString(header+sep))
+	body, cut := sticky.Compose(header, text, MaxCommentBody)
 	if cut {
 		a.note("%s cut to %d characters", what, MaxCommentBody)
 	}
-	return header + sep + text
+	return body
 }
 
 // comment posts or edits a pull request comment. A sticky comment
 // (updateExisting) is found by its key's marker; any other carries the
 // request's marker, which a retry looks up so that it does not post twice.
 func (a *annotator) comment(ctx context.Context) error {
-	cm := a.req.Comment
-	marker := Marker("request:" + a.req.ID)
-	header, lookup := marker, ""
-	switch {
-	case cm.UpdateExisting:
-		header = Marker(cm.Key)
-		lookup = header
-	case cm.Key != "":
-		header += "\n" + Marker(cm.Key)
-	}
-	if !cm.UpdateExisting && a.req.Attempt > 1 {
-		lookup = marker
-	}
-	body := a.compose(header, cm.Body, "comment body")
+	header, lookup := sticky.Plan(Marker, a.req)
+	body := a.compose(header, a.req.Comment.Body, "comment body")
 
-	unlock, err := a.c.ann.lock(ctx, "pr:"+a.prKey().repo+"#"+strconv.Itoa(a.req.PullRequest))
+	unlock, err := a.c.ann.locks.Lock(ctx, "pr:"+a.prKey().repo+"#"+strconv.Itoa(a.req.PullRequest))
 	if err != nil {
 		return err
 	}
 	defer unlock()
 
-	var id int64
-	if lookup == "" {
-		id, err = a.createComment(ctx, body)
-	} else {
-		idx, ierr := a.index(ctx)
-		if ierr != nil {
-			return ierr
-		}
-		ref, found := idx.byMarker[lookup]
-		switch {
-		case found && !cm.UpdateExisting:
-			id = ref.id // an earlier attempt of this request posted it
-		case found && ref.body == sha256.Sum256([]byte(body)):
-			id = ref.id // already reads so
-		case found:
-			id = ref.id
-			var gone bool
-			if gone, err = a.editComment(ctx, ref, body); err == nil && gone {
-				id, err = a.createComment(ctx, body)
-			}
-		default:
-			id, err = a.createComment(ctx, body)
-		}
-	}
+	id, err := sticky.Put(ctx, lookup, a.req.Comment.UpdateExisting, body, a.index, a.createComment, a.editComment)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -19,6 +18,7 @@ import (
 	"inthub.dev/events"
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/cache"
+	"inthub.dev/pkg/connectors/sticky"
 	"inthub.dev/pkg/fault"
 )
 
@@ -43,7 +43,6 @@ const (
 	// requests of one scan, short enough that a note deleted by hand is
 	// noticed.
 	annotationTTL = 30 * time.Minute
-	lockStripes   = 64
 )
 
 // jobTokenRefusal is the error for an annotation through a CI job token,
@@ -56,36 +55,21 @@ const jobTokenRefusal = "gitlab: a CI job token cannot post merge request notes,
 // comment is one lookup, then none), parsed diffs, the token's user, and
 // locks that serialise the calls touching one merge request or commit.
 type annotationState struct {
-	notes           *cache.Cache[mrKey, *noteIndex]
+	notes           *cache.Cache[mrKey, *sticky.Index]
 	diffs           *cache.Cache[diffKey, *mrDiff]
 	me              atomic.Int64 // the token's user id, 0 until read
 	noFilePositions atomic.Bool  // GitLab before 16.4 refused position_type "file"
-	locks           [lockStripes]chan struct{}
+	locks           *sticky.Locks
 }
 
 func newAnnotationState() *annotationState {
-	s := &annotationState{
-		notes: cache.New[mrKey, *noteIndex](cache.Options{Name: "gitlab_annotation_notes", Size: 2000, TTL: annotationTTL}),
+	return &annotationState{
+		notes: cache.New[mrKey, *sticky.Index](cache.Options{Name: "gitlab_annotation_notes", Size: 2000, TTL: annotationTTL}),
 		diffs: cache.New[diffKey, *mrDiff](cache.Options{Name: "gitlab_annotation_diffs", Size: 200, TTL: annotationTTL}),
-	}
-	for i := range s.locks {
-		s.locks[i] = make(chan struct{}, 1)
-	}
-	return s
-}
-
-// lock serialises the calls for one key (a merge request, a commit): two
-// requests on one merge request must not both miss a marker and both
-// post. Keys share lockStripes locks, which only costs some waiting.
-func (s *annotationState) lock(ctx context.Context, key string) (func(), error) {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	l := s.locks[h.Sum32()%lockStripes]
-	select {
-	case l <- struct{}{}:
-		return func() { <-l }, nil
-	case <-ctx.Done():
-		return nil, fault.Transient(fmt.Errorf("gitlab: waiting for another annotation of %s: %w", key, context.Cause(ctx)))
+		// A merge request's or a commit's calls are serialised: two
+		// requests on one merge request must not both miss a marker and
+		// both post.
+		locks: sticky.NewLocks("gitlab"),
 	}
 }
 
@@ -97,18 +81,6 @@ type mrKey struct {
 type diffKey struct {
 	mr   mrKey
 	refs diffRefs
-}
-
-// noteIndex maps the markers of inthub's notes on a merge request to the
-// note carrying each (the newest when several do). It is complete as of
-// the listing that built it plus the writes since.
-type noteIndex struct {
-	byMarker map[string]noteRef
-}
-
-type noteRef struct {
-	id   int64
-	body [32]byte // sha256 of the body, to tell an edit from a no-op
 }
 
 // AnnotationScope is the API host and the token: GitLab's rate limits
@@ -272,12 +244,11 @@ func (a *annotator) note(format string, args ...any) {
 // compose puts the markers first (hidden, as on GitHub) and cuts the text
 // so that the whole fits GitLab's note, with a visible note when cut.
 func (a *annotator) compose(header, text, what string) string {
-	const sep = "\n\n"
-	text, cut := connectors.Cut(text, connectors.MaxCommentBody-utf8.RuneCountInString(header+sep))
+	body, cut := sticky.Compose(header, text, connectors.MaxCommentBody)
 	if cut {
 		a.note("%s cut to %d characters", what, connectors.MaxCommentBody)
 	}
-	return header + sep + text
+	return body
 }
 
 // refused reports whether GitLab turned a write down as invalid (400):
@@ -379,7 +350,7 @@ var markerRE = regexp.MustCompile(`<!-- inthub:annotation key=\S* -->`)
 // index returns the markers of inthub's notes on the merge request:
 // cached, or read from every page of its notes (which include the notes
 // of discussions, diff notes too).
-func (a *annotator) index(ctx context.Context) (*noteIndex, error) {
+func (a *annotator) index(ctx context.Context) (*sticky.Index, error) {
 	key := a.mrKey()
 	if idx, ok := a.c.ann.notes.Get(key); ok {
 		return idx, nil
@@ -388,7 +359,7 @@ func (a *annotator) index(ctx context.Context) (*noteIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	idx := &noteIndex{byMarker: map[string]noteRef{}}
+	idx := sticky.NewIndex(markerRE)
 	err = listAll(ctx, a, call{
 		op:    fmt.Sprintf("list notes of merge request !%d of %s", a.req.PullRequest, a.project),
 		elems: []string{"projects", a.project, "merge_requests", strconv.Itoa(a.req.PullRequest), "notes"},
@@ -397,9 +368,7 @@ func (a *annotator) index(ctx context.Context) (*noteIndex, error) {
 		if n.System || n.Author.ID != me {
 			return
 		}
-		for _, m := range markerRE.FindAllString(n.Body, -1) {
-			idx.byMarker[m] = noteRef{id: n.ID, body: sha256.Sum256([]byte(n.Body))}
-		}
+		idx.Add(n.ID, 0, n.Body)
 	})
 	if err != nil {
 		return nil, err
@@ -415,10 +384,7 @@ func (a *annotator) remember(id int64, body string) {
 	if !ok {
 		return
 	}
-	ref := noteRef{id: id, body: sha256.Sum256([]byte(body))}
-	for _, m := range markerRE.FindAllString(body, -1) {
-		idx.byMarker[m] = ref
-	}
+	idx.Add(id, 0, body)
 }
 
 // forget drops what is known of the merge request's notes after a write
@@ -456,11 +422,7 @@ func (a *annotator) editNote(ctx context.Context, id int64, body string) (gone b
 	switch {
 	case statusOf(err) == http.StatusNotFound:
 		if idx, ok := a.c.ann.notes.Get(a.mrKey()); ok {
-			for m, ref := range idx.byMarker {
-				if ref.id == id {
-					delete(idx.byMarker, m)
-				}
-			}
+			idx.Drop(id)
 		}
 		return true, nil
 	case err != nil:
@@ -473,17 +435,13 @@ func (a *annotator) editNote(ctx context.Context, id int64, body string) (gone b
 
 // upsertNote makes the note marked with marker read body: unchanged when
 // it does, edited when it differs, posted when there is none.
-func (a *annotator) upsertNote(ctx context.Context, idx *noteIndex, marker, body string) (int64, error) {
-	if ref, ok := idx.byMarker[marker]; ok {
-		if ref.body == sha256.Sum256([]byte(body)) {
-			return ref.id, nil
-		}
-		gone, err := a.editNote(ctx, ref.id, body)
-		if err != nil || !gone {
-			return ref.id, err
-		}
-	}
-	return a.createNote(ctx, body)
+func (a *annotator) upsertNote(ctx context.Context, idx *sticky.Index, marker, body string) (int64, error) {
+	return sticky.Upsert(ctx, idx, marker, body, a.createNote, a.editRef)
+}
+
+// editRef is editNote for sticky.
+func (a *annotator) editRef(ctx context.Context, ref sticky.Ref, body string) (bool, error) {
+	return a.editNote(ctx, ref.ID, body)
 }
 
 // comment posts or edits a merge request note. A sticky comment
@@ -491,42 +449,16 @@ func (a *annotator) upsertNote(ctx context.Context, idx *noteIndex, marker, body
 // request's marker, which a retry looks up so that it does not post
 // twice, and its key's, so that a later sticky request takes it over.
 func (a *annotator) comment(ctx context.Context) error {
-	cm := a.req.Comment
-	marker := connectors.CommentMarker("request:" + a.req.ID)
-	header, lookup := marker, ""
-	switch {
-	case cm.UpdateExisting:
-		header = connectors.CommentMarker(cm.Key)
-		lookup = header
-	case cm.Key != "":
-		header += "\n" + connectors.CommentMarker(cm.Key)
-	}
-	if !cm.UpdateExisting && a.req.Attempt > 1 {
-		lookup = marker
-	}
-	body := a.compose(header, cm.Body, "comment body")
+	header, lookup := sticky.Plan(connectors.CommentMarker, a.req)
+	body := a.compose(header, a.req.Comment.Body, "comment body")
 
-	unlock, err := a.c.ann.lock(ctx, "mr:"+a.mrKey().project+"!"+strconv.Itoa(a.req.PullRequest))
+	unlock, err := a.c.ann.locks.Lock(ctx, "mr:"+a.mrKey().project+"!"+strconv.Itoa(a.req.PullRequest))
 	if err != nil {
 		return err
 	}
 	defer unlock()
 
-	var id int64
-	if lookup == "" {
-		id, err = a.createNote(ctx, body)
-	} else {
-		idx, ierr := a.index(ctx)
-		if ierr != nil {
-			return ierr
-		}
-		if ref, ok := idx.byMarker[lookup]; ok && !cm.UpdateExisting {
-			// An earlier attempt of this request posted it.
-			id = ref.id
-		} else {
-			id, err = a.upsertNote(ctx, idx, lookup, body)
-		}
-	}
+	id, err := sticky.Put(ctx, lookup, a.req.Comment.UpdateExisting, body, a.index, a.createNote, a.editRef)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ package gitlab
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -193,7 +192,7 @@ func (a *annotator) threads(ctx context.Context, cr *events.CheckRun, ext string
 	if len(groups) == 0 {
 		return nil
 	}
-	unlock, err := a.c.ann.lock(ctx, "mr:"+a.mrKey().project+"!"+strconv.Itoa(a.req.PullRequest))
+	unlock, err := a.c.ann.locks.Lock(ctx, "mr:"+a.mrKey().project+"!"+strconv.Itoa(a.req.PullRequest))
 	if err != nil {
 		return err
 	}
@@ -230,11 +229,11 @@ func (a *annotator) threads(ctx context.Context, cr *events.CheckRun, ext string
 		}
 		marker := connectors.CommentMarker(fmt.Sprintf("check:%s:%s:%d", ext, g.path, g.line))
 		body := a.compose(marker, threadText(cr.Name, g), "annotation text")
-		if ref, ok := idx.byMarker[marker]; ok {
-			if ref.body == sha256.Sum256([]byte(body)) {
+		if ref, ok := idx.Lookup(marker); ok {
+			if ref.Reads(body) {
 				continue
 			}
-			gone, err := a.editNote(ctx, ref.id, body)
+			gone, err := a.editNote(ctx, ref.ID, body)
 			if err != nil {
 				return err
 			}
@@ -347,7 +346,7 @@ func (a *annotator) commitComment(ctx context.Context, cr *events.CheckRun, ext 
 	}
 	body := a.compose(marker, text, "commit comment")
 
-	unlock, err := a.c.ann.lock(ctx, "commit:"+strings.ToLower(a.project)+"@"+a.req.CommitSHA)
+	unlock, err := a.c.ann.locks.Lock(ctx, "commit:"+strings.ToLower(a.project)+"@"+a.req.CommitSHA)
 	if err != nil {
 		return err
 	}
