@@ -47,13 +47,14 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"inthub.dev/pkg/connectors/servetest"
 )
 
 // Flavours.
@@ -96,23 +97,15 @@ type Options struct {
 type Server struct {
 	tb   testing.TB
 	opts Options
-	addr string
 
-	life    sync.Mutex
-	hs      *http.Server
-	served  chan struct{}
-	release chan struct{}
-	closed  bool
-
-	hmu      sync.Mutex
-	handlers sync.WaitGroup
-	stopping bool
+	// Server serves the fake and keeps its address across Down and Up.
+	*servetest.Server
 
 	mu        sync.Mutex
 	users     map[string]*User  // by name
 	tokens    map[string]*Token // by value
 	repos     []*repo
-	faults    map[Route]*Fault
+	faults    servetest.Faults[Route]
 	latency   time.Duration
 	remaining int
 	reset     time.Time
@@ -139,100 +132,23 @@ func New(tb testing.TB, o Options) *Server {
 		o.Version = "8.19.1"
 	}
 	s := &Server{
-		tb: tb, opts: o, release: make(chan struct{}),
-		users: map[string]*User{}, tokens: map[string]*Token{},
-		faults: map[Route]*Fault{}, requests: map[Route]int{}, writes: map[Route]int{},
+		tb: tb, opts: o, users: map[string]*User{}, tokens: map[string]*Token{},
+		faults: servetest.Faults[Route]{}, requests: map[Route]int{}, writes: map[Route]int{},
 		nextID: 100,
 	}
 	s.remaining = o.RateLimit
 	s.reset = time.Now().Add(RateLimitWindow)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("bitbuckettest: listen: %v", err)
-	}
-	s.addr = ln.Addr().String()
-	s.serve(ln)
-	tb.Cleanup(s.Close)
+	s.Server = servetest.Start(tb, "bitbuckettest", s.handle)
 	return s
 }
 
 // URL is the endpoint to configure: the Cloud API host stand-in
 // (http://127.0.0.1:port, the API under /2.0) or the Data Center root
 // (with Options.Prefix).
-func (s *Server) URL() string { return "http://" + s.addr + s.opts.Prefix }
+func (s *Server) URL() string { return "http://" + s.Addr() + s.opts.Prefix }
 
 // Flavor is the server's flavour.
 func (s *Server) Flavor() string { return s.opts.Flavor }
-
-// Client is an HTTP client for the fake whose idle connections are closed
-// at the end of the test.
-func (s *Server) Client() *http.Client {
-	tr := &http.Transport{Proxy: nil}
-	s.tb.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
-func (s *Server) serve(ln net.Listener) {
-	hs := &http.Server{Handler: http.HandlerFunc(s.handle), ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	s.hs, s.served = hs, done
-	go func() {
-		defer close(done)
-		_ = hs.Serve(ln)
-	}()
-}
-
-// Down stops accepting connections (clients get "connection refused")
-// until Up; the state is kept.
-func (s *Server) Down() {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.hs == nil {
-		return
-	}
-	_ = s.hs.Close()
-	<-s.served
-	s.hs = nil
-}
-
-// Up listens again on the same address after Down.
-func (s *Server) Up() {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.hs != nil || s.closed {
-		return
-	}
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		s.tb.Fatalf("bitbuckettest: listen again on %s: %v", s.addr, err)
-	}
-	s.serve(ln)
-}
-
-// Close stops the server for good and waits for its handlers.
-func (s *Server) Close() {
-	s.Down()
-	s.life.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.release)
-	}
-	s.life.Unlock()
-	s.hmu.Lock()
-	s.stopping = true
-	s.hmu.Unlock()
-	s.handlers.Wait()
-}
-
-func (s *Server) enter() bool {
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if s.stopping {
-		return false
-	}
-	s.handlers.Add(1)
-	return true
-}
 
 // User is an account that authenticates with Basic auth: a Cloud user
 // with an app password, a Data Center user with a password.
@@ -520,21 +436,8 @@ const (
 
 var writeRoutes = []Route{RouteCreateComment, RouteEditComment, RouteCreateStatus, RouteLegacyStatus, RoutePutReport, RouteDelReport, RouteAddAnnotations, RouteDelAnnotations}
 
-// Fault is an injected answer.
-type Fault struct {
-	Status int
-	Body   string // JSON; empty: the flavour's error body with the status text
-	Header http.Header
-	// Slow never answers: the handler waits until the client gives up.
-	Slow bool
-	// After lets this many requests of the route through first.
-	After int
-	// Times fails this many requests, then the fault is gone; 0: until Clear.
-	Times int
-	// Applied performs a write before answering with the fault (the
-	// answer was lost on the way back).
-	Applied bool
-}
+// Fault is an injected failure of a route.
+type Fault = servetest.Fault
 
 // Fail injects f on route (or RouteAll).
 func (s *Server) Fail(route Route, f Fault) {
@@ -547,7 +450,7 @@ func (s *Server) Fail(route Route, f Fault) {
 func (s *Server) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = map[Route]*Fault{}
+	s.faults = servetest.Faults[Route]{}
 	s.latency = 0
 	s.remaining = s.opts.RateLimit
 }

@@ -214,10 +214,6 @@ func isWrite(r Route) bool { return slices.Contains(writeRoutes, r) }
 // handle records, delays, rate-limits, injects faults, authenticates and
 // serves.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
-	if !s.enter() {
-		return
-	}
-	defer s.handlers.Done()
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
 	if err != nil {
 		return
@@ -244,7 +240,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			t.Stop()
 			return
-		case <-s.release:
+		case <-s.Released():
 			t.Stop()
 			return
 		}
@@ -269,14 +265,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(s.remaining, 0)))
 	}
 	retryAfter := int(s.reset.Sub(now).Seconds() + 0.999)
-	f := s.takeFault(m.route)
+	f := s.faults.Take(m.route, RouteAll)
 	s.mu.Unlock()
 
 	switch {
 	case f != nil && f.Slow:
 		select {
 		case <-r.Context().Done():
-		case <-s.release:
+		case <-s.Released():
 		}
 		return
 	case f != nil:
@@ -306,31 +302,6 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.dispatch(w, r, m, body)
-}
-
-// takeFault returns the fault for route now. Called with s.mu held.
-func (s *Server) takeFault(route Route) *Fault {
-	key := route
-	f := s.faults[key]
-	if f == nil {
-		key = RouteAll
-		f = s.faults[key]
-	}
-	if f == nil {
-		return nil
-	}
-	if f.After > 0 {
-		f.After--
-		return nil
-	}
-	c := *f
-	if f.Times > 0 {
-		f.Times--
-		if f.Times == 0 {
-			delete(s.faults, key)
-		}
-	}
-	return &c
 }
 
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, m match, body []byte) {

@@ -42,7 +42,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -50,6 +49,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"inthub.dev/pkg/connectors/servetest"
 )
 
 // Defaults of Options.
@@ -94,24 +95,16 @@ type Options struct {
 type Server struct {
 	tb   testing.TB
 	opts Options
-	addr string // host:port, kept across Down and Up
 
-	life    sync.Mutex // guards hs and served
-	hs      *http.Server
-	served  chan struct{} // closed when hs.Serve returns
-	release chan struct{} // closed at Close: slow handlers return
-	closed  bool
-
-	hmu      sync.Mutex // orders handlers.Add before Close's Wait
-	handlers sync.WaitGroup
-	stopping bool
+	// Server serves the fake and keeps its address across Down and Up.
+	*servetest.Server
 
 	mu        sync.Mutex
 	tokens    map[string]*token
 	jobs      map[string]JobToken
 	users     map[string]int64
 	projects  []*project
-	faults    map[Route]*Fault
+	faults    servetest.Faults[Route]
 	flaky     Flaky
 	rng       *rand.Rand
 	latency   time.Duration
@@ -148,11 +141,10 @@ func New(tb testing.TB, o Options) *Server {
 	s := &Server{
 		tb:        tb,
 		opts:      o,
-		release:   make(chan struct{}),
 		tokens:    map[string]*token{},
 		jobs:      map[string]JobToken{},
 		users:     map[string]int64{},
-		faults:    map[Route]*Fault{},
+		faults:    servetest.Faults[Route]{},
 		requests:  map[Route]int{},
 		writes:    map[Route]int{},
 		noteTimes: map[string][]time.Time{},
@@ -162,94 +154,13 @@ func New(tb testing.TB, o Options) *Server {
 	}
 	s.remaining = o.RateLimit
 	s.reset = s.now().Add(RateLimitWindow).Truncate(time.Second)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("gitlabtest: listen: %v", err)
-	}
-	s.addr = ln.Addr().String()
-	s.serve(ln)
-	tb.Cleanup(s.Close)
+	s.Server = servetest.Start(tb, "gitlabtest", s.handle)
 	return s
 }
 
 // URL is the instance root to configure as the integration's endpoint
 // (http://127.0.0.1:port plus Options.Prefix).
-func (s *Server) URL() string { return "http://" + s.addr + s.opts.Prefix }
-
-// Addr is the server's host:port.
-func (s *Server) Addr() string { return s.addr }
-
-// Client is an HTTP client for the fake whose idle connections are closed
-// at the end of the test, so that no keep-alive goroutine outlives it.
-func (s *Server) Client() *http.Client {
-	tr := &http.Transport{Proxy: nil}
-	s.tb.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
-func (s *Server) serve(ln net.Listener) {
-	hs := &http.Server{Handler: http.HandlerFunc(s.handle), ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	s.hs, s.served = hs, done
-	go func() {
-		defer close(done)
-		_ = hs.Serve(ln)
-	}()
-}
-
-// Down stops accepting connections and drops the open ones: clients get
-// "connection refused" until Up. The state is kept.
-func (s *Server) Down() {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.hs == nil {
-		return
-	}
-	_ = s.hs.Close()
-	<-s.served
-	s.hs = nil
-}
-
-// Up listens again on the same address after Down.
-func (s *Server) Up() {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.hs != nil || s.closed {
-		return
-	}
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		s.tb.Fatalf("gitlabtest: listen again on %s: %v", s.addr, err)
-	}
-	s.serve(ln)
-}
-
-// Close stops the server for good and waits for its handlers. It runs at
-// the end of the test; calling it earlier is allowed.
-func (s *Server) Close() {
-	s.Down()
-	s.life.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.release)
-	}
-	s.life.Unlock()
-	s.hmu.Lock()
-	s.stopping = true
-	s.hmu.Unlock()
-	s.handlers.Wait()
-}
-
-// enter counts a handler in, unless the server is closing.
-func (s *Server) enter() bool {
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if s.stopping {
-		return false
-	}
-	s.handlers.Add(1)
-	return true
-}
+func (s *Server) URL() string { return "http://" + s.Addr() + s.opts.Prefix }
 
 // Token is an access token the server accepts in PRIVATE-TOKEN.
 type Token struct {
@@ -561,25 +472,8 @@ const (
 // writeRoutes are the routes that change state.
 var writeRoutes = []Route{RouteCreateNote, RouteEditNote, RouteCreateDiscussion, RouteEditThreadNote, RouteCreateStatus, RouteCreateComment}
 
-// Fault is an injected answer.
-type Fault struct {
-	Status int
-	// Body is the JSON body; empty: {"message":"<status> <text>"}.
-	Body   string
-	Header http.Header
-	// Slow never answers: the handler waits until the client gives up.
-	Slow bool
-	// After lets this many requests of the route through first.
-	After int
-	// Times fails this many requests, then the fault is gone; 0 fails
-	// until Clear.
-	Times int
-	// Applied performs a write before answering with the fault: GitLab
-	// did the work and the answer was lost on the way back (a proxy's
-	// 502, a timeout), the case that duplicates notes when a client
-	// retries without looking first.
-	Applied bool
-}
+// Fault is an injected failure of a route.
+type Fault = servetest.Fault
 
 // TooManyRequests is GitLab's 429 with Retry-After.
 func TooManyRequests(retryAfter time.Duration) Fault {
@@ -618,7 +512,7 @@ func (s *Server) Fail(route Route, f Fault) {
 func (s *Server) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = map[Route]*Fault{}
+	s.faults = servetest.Faults[Route]{}
 	s.flaky = Flaky{}
 	s.latency = 0
 	s.remaining = s.opts.RateLimit

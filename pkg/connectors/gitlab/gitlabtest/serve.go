@@ -124,10 +124,6 @@ func isWrite(r Route) bool { return slices.Contains(writeRoutes, r) }
 // handle is the server's handler: record, delay, rate-limit, inject
 // faults, authenticate, then serve the route.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
-	if !s.enter() {
-		return
-	}
-	defer s.handlers.Done()
 
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
 	if err != nil {
@@ -170,7 +166,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			t.Stop()
 			return
-		case <-s.release:
+		case <-s.Released():
 			t.Stop()
 			return
 		}
@@ -193,7 +189,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	h.Set("RateLimit-ResetTime", s.reset.UTC().Format(http.TimeFormat))
 	h.Set("RateLimit-Observed", strconv.Itoa(s.opts.RateLimit-max(s.remaining, 0)))
 	retryAfter := int(s.reset.Sub(now).Seconds() + 0.999)
-	f := s.takeFault(m.route)
+	f := s.faults.Take(m.route, RouteAll)
 	flakyStatus := 0
 	if f == nil && s.flaky.Rate > 0 && s.rng.Float64() < s.flaky.Rate {
 		flakyStatus = []int{500, 502, 503}[s.rng.IntN(3)]
@@ -205,7 +201,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	case f != nil && f.Slow:
 		select {
 		case <-r.Context().Done():
-		case <-s.release:
+		case <-s.Released():
 		}
 		return
 	case f != nil:
@@ -238,32 +234,6 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.dispatch(w, r, m, body)
-}
-
-// takeFault returns the fault that applies to route now, counting down
-// its After and Times. Called with s.mu held.
-func (s *Server) takeFault(route Route) *Fault {
-	key := route
-	f := s.faults[key]
-	if f == nil {
-		key = RouteAll
-		f = s.faults[key]
-	}
-	if f == nil {
-		return nil
-	}
-	if f.After > 0 {
-		f.After--
-		return nil
-	}
-	c := *f
-	if f.Times > 0 {
-		f.Times--
-		if f.Times == 0 {
-			delete(s.faults, key)
-		}
-	}
-	return &c
 }
 
 // caller is who a request authenticated as.
