@@ -202,3 +202,50 @@ func TestLedgerKeys(t *testing.T) {
 		t.Errorf("nil ledger count = %d, %v", n, err)
 	}
 }
+
+// A worker that stops hands the messages it holds but has not handled back
+// at once, and they count as no attempt: a restart neither waits out the
+// ack wait nor uses up deliveries.
+func TestStoppingWorkerHandsBackUnhandledMessages(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig("handback")
+	cfg.AckWait = 30 * time.Second
+	cfg.Concurrency = 1
+	cfg.PullBatch = 50
+	const total = 30
+	for i := range total {
+		e.publish(healthEvent(t, i%3, strconv.Itoa(i)))
+	}
+	var first atomic.Int32
+	w1 := newWorker(t, e.js, cfg, events.SubjectIntegrationHealthChecked, func(context.Context, events.Event) error {
+		first.Add(1)
+		time.Sleep(20 * time.Millisecond) // a slow handler, so that most messages wait in the client's buffer
+		return nil
+	})
+	stop1 := start(t, w1)
+	eventually(t, 10*time.Second, "a few handled", func() bool { return first.Load() >= 3 })
+	stop1()
+
+	var mu sync.Mutex
+	counted := map[string]uint64{}
+	w2 := newWorker(t, e.js, cfg, events.SubjectIntegrationHealthChecked, func(ctx context.Context, ev events.Event) error {
+		mu.Lock()
+		counted[messageOf(t, ev)] = DeliveryFrom(ctx).Counted()
+		mu.Unlock()
+		return nil
+	})
+	start(t, w2)
+	// Well within the 30 s ack wait: handed back, not timed out.
+	eventually(t, 10*time.Second, "the rest handled by the second worker", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(counted)+int(first.Load()) >= total && e.settled(StreamIntegrations, "handback")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for m, c := range counted {
+		if c != 1 {
+			t.Errorf("message %s: counted delivery %d in the second worker, want 1", m, c)
+		}
+	}
+}

@@ -17,9 +17,10 @@ type Delivery struct {
 	Consumer     string
 	StreamSeq    uint64
 	NumDelivered uint64
-	// Deferrals is how many earlier deliveries of this message a handler
-	// deferred (Defer), as the worker's ledger (BucketDeferrals) counts
-	// them. They do not count toward MaxDeliver.
+	// Deferrals is how many earlier deliveries of this message were no
+	// attempt: a handler deferred them (Defer), or a stopping worker
+	// handed them back unhandled. The worker's ledger (BucketDeferrals)
+	// counts them; they do not count toward MaxDeliver.
 	Deferrals uint64
 	// MaxDeliver is the worker's limit of counted deliveries (Counted): a
 	// failure on the delivery that reaches it is dead-lettered. The server

@@ -23,7 +23,8 @@ import (
 //
 //	counted = NumDelivered - deferrals
 //
-// NumDelivered is the server's; the deferrals come from here, so the count
+// NumDelivered is the server's; the deferrals come from here (with the
+// deliveries a stopping worker handed back unhandled), so the count
 // survives a restart of the worker and holds across its replicas. Only a
 // deferral writes (one small value); a first delivery reads nothing, a
 // redelivery reads one key. A delivery that ended without an outcome (a

@@ -40,12 +40,16 @@ type subscriber struct {
 	ackWait     time.Duration
 	confirmAcks bool
 	log         *slog.Logger
+	// ledger records the messages handed back unhandled at shutdown: no
+	// attempt, so they must not count toward MaxDeliver.
+	ledger *ledger
 
 	mu      sync.Mutex
 	closed  bool
 	closing chan struct{}
 	wg      sync.WaitGroup
 	cc      jetstream.ConsumeContext
+	in      chan jetstream.Msg
 }
 
 var _ message.Subscriber = (*subscriber)(nil)
@@ -58,15 +62,22 @@ func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.M
 		return nil, errors.New("bus: subscriber closed")
 	}
 	in := make(chan jetstream.Msg, s.concurrency)
+	s.in = in
 	out := make(chan *message.Message)
 	cc, err := s.consumer.Consume(func(m jetstream.Msg) {
 		select {
-		case in <- m:
 		case <-s.closing:
 			// Not ours any more: hand it back at once for another replica.
-			_ = m.Nak()
+			s.handBack(m)
+			return
+		default:
+		}
+		select {
+		case in <- m:
+		case <-s.closing:
+			s.handBack(m)
 		case <-ctx.Done():
-			_ = m.Nak()
+			s.handBack(m)
 		}
 	},
 		jetstream.PullMaxMessages(s.pullBatch),
@@ -129,10 +140,10 @@ func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *m
 	select {
 	case out <- wm:
 	case <-s.closing:
-		_ = m.Nak()
+		s.handBack(m)
 		return
 	case <-ctx.Done():
-		_ = m.Nak()
+		s.handBack(m)
 		return
 	}
 
@@ -169,8 +180,23 @@ func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *m
 	}
 }
 
+// handBack naks a message no handler saw, recording first that this
+// delivery was no attempt (see BucketDeferrals): a worker that stops must
+// not use up its messages' deliveries.
+func (s *subscriber) handBack(m jetstream.Msg) {
+	if md, err := m.Metadata(); err == nil {
+		if _, err := s.ledger.add(context.Background(), md.Sequence.Stream); err != nil {
+			s.log.Debug("handed back without recording it; the delivery counts", "consumer", s.name,
+				"seq", md.Sequence.Stream, "error", err)
+		}
+	}
+	_ = m.Nak()
+}
+
 // Close stops pulling and waits until every delivered message was acked or
-// nacked by the router.
+// nacked by the router. The messages the client had buffered are handed
+// back at once (Drain, not Stop, so that they reach the callback), not left
+// for the server to redeliver after AckWait.
 func (s *subscriber) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -179,11 +205,25 @@ func (s *subscriber) Close() error {
 	}
 	s.closed = true
 	close(s.closing)
-	cc := s.cc
+	cc, in := s.cc, s.in
 	s.mu.Unlock()
 	if cc != nil {
-		cc.Stop()
+		cc.Drain()
+		select {
+		case <-cc.Closed():
+		case <-time.After(5 * time.Second):
+			cc.Stop()
+		}
 	}
 	s.wg.Wait()
+	// What the callback queued for workers that have stopped.
+	for drained := in == nil; !drained; {
+		select {
+		case m := <-in:
+			s.handBack(m)
+		default:
+			drained = true
+		}
+	}
 	return nil
 }
