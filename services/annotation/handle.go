@@ -136,7 +136,7 @@ func (s *Service) post(ctx context.Context, ev events.Event) error {
 			"error", err.Error(), "url", posted.URL)
 		done.URL, done.ExternalID = "", ""
 	}
-	if err := s.publish(ctx, ev.TenantID, done); err != nil && fault.ClassOf(err) == fault.ClassPermanent {
+	if err := s.publish(ctx, ev.TenantID, done, bus.DeliveryFrom(ctx)); err != nil && fault.ClassOf(err) == fault.ClassPermanent {
 		// Posted, but the result event cannot be built: never dead-letter
 		// (and so re-post) a request for that.
 		log.Error("annotation posted but its completed event cannot be published", "error", err.Error())
@@ -193,28 +193,32 @@ func check(r events.AnnotationRequested) error {
 	return nil
 }
 
-// publish sends a result event; with the spool it returns once the event is
-// durable, so an acked request always has its result.
-func (s *Service) publish(ctx context.Context, tenant string, data any) error {
-	var subject string
-	switch data.(type) {
+// publish sends a result event of the request message d; with the spool it
+// returns once the event is durable, so an acked request always has its
+// result.
+func (s *Service) publish(ctx context.Context, tenant string, data any, d *bus.Delivery) error {
+	var subject, requestID string
+	switch v := data.(type) {
 	case events.AnnotationCompleted:
-		subject = events.SubjectAnnotationCompleted
+		subject, requestID = events.SubjectAnnotationCompleted, v.RequestID
+	case events.AnnotationFailed:
+		subject, requestID = events.SubjectAnnotationFailed, v.RequestID
 	default:
-		subject = events.SubjectAnnotationFailed
+		return fault.Permanentf("annotation: no result event for %T", data)
 	}
 	ev, err := events.New(subject, Source, tenant, data)
 	if err != nil {
 		return fault.Permanentf("%s event: %w", subject, err)
 	}
-	if done, ok := data.(events.AnnotationCompleted); ok {
-		// One id per request message: a worker that dies after publishing
-		// and before its ack publishes again on the redelivery, and the
-		// stream's duplicate window drops the second. A replay or a
-		// drain is a new message, and is announced.
-		if d := bus.DeliveryFrom(ctx); d != nil {
-			ev.ID = completedID(done.RequestID, d.Stream, d.StreamSeq)
-		}
+	// One id per request message and result: a worker that dies (or is
+	// cut off from NATS) after publishing and before its ack publishes
+	// again on the redelivery, and the stream's duplicate window drops
+	// the second. That holds for a dead letter or a spool as for a post:
+	// the redelivery dead-letters or spools again (the DLQ and the spool
+	// drop the copy by its own message id) and announces it again. A
+	// replay or a drain is a new message, and is announced.
+	if d != nil {
+		ev.ID = resultID(subject, requestID, d.Stream, d.StreamSeq)
 	}
 	s.mu.Lock()
 	pub := s.pub
@@ -272,7 +276,7 @@ func (s *Service) onFailure(ctx context.Context, f bus.Failure) {
 	if fail.ErrorClass == fault.ClassUnknown.String() {
 		fail.ErrorClass = fault.ClassTransient.String() // retries exhausted on an unclassified error
 	}
-	if err := s.publish(ctx, ev.TenantID, fail); err != nil {
+	if err := s.publish(ctx, ev.TenantID, fail, f.Delivery); err != nil {
 		s.log.Error("cannot report a failed annotation", "requestId", ev.ID, "error", err.Error())
 	}
 }
@@ -320,9 +324,11 @@ func (s *Service) Drain(ctx context.Context, id, operator string) (int, error) {
 	return len(res.Replayed), err
 }
 
-// completedNamespace derives the ids of scm.annotation.completed events.
-var completedNamespace = uuid.MustParse("6f0f6a52-2d0e-4b9c-8a59-3c4b7d1e9a20")
+// resultNamespace derives the ids of scm.annotation.completed and .failed
+// events (the namespace of the first, which had it alone: its ids are
+// unchanged).
+var resultNamespace = uuid.MustParse("6f0f6a52-2d0e-4b9c-8a59-3c4b7d1e9a20")
 
-func completedID(requestID, stream string, seq uint64) string {
-	return uuid.NewSHA1(completedNamespace, fmt.Appendf(nil, "%s\n%s\n%s/%d", events.SubjectAnnotationCompleted, requestID, stream, seq)).String()
+func resultID(subject, requestID, stream string, seq uint64) string {
+	return uuid.NewSHA1(resultNamespace, fmt.Appendf(nil, "%s\n%s\n%s/%d", subject, requestID, stream, seq)).String()
 }
