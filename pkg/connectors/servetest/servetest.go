@@ -9,6 +9,7 @@ package servetest
 import (
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -183,4 +184,99 @@ func (fs Faults[R]) Take(route, all R) *Fault {
 		}
 	}
 	return &c
+}
+
+// Request is one request a fake received.
+type Request[R comparable] struct {
+	Method string
+	URI    string // as sent: path (escapes kept) and query
+	Route  R      // the zero R when it matched none
+	Header http.Header
+	Body   []byte
+}
+
+// Ledger counts what a fake received and what its writes changed, for
+// tests to assert on (a retry must not write twice).
+type Ledger[R comparable] struct {
+	writeRoutes []R
+
+	mu       sync.Mutex
+	seen     []Request[R]
+	requests map[R]int
+	writes   map[R]int
+}
+
+// NewLedger is an empty ledger; writeRoutes are the routes that write.
+func NewLedger[R comparable](writeRoutes []R) *Ledger[R] {
+	return &Ledger[R]{writeRoutes: writeRoutes, requests: map[R]int{}, writes: map[R]int{}}
+}
+
+// Record notes a request as it arrives, matched to route.
+func (l *Ledger[R]) Record(r *http.Request, route R, body []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen = append(l.seen, Request[R]{Method: r.Method, URI: r.RequestURI, Route: route, Header: r.Header.Clone(), Body: body})
+	l.requests[route]++
+}
+
+// Serve runs serve and, when route writes and serve answers 2xx, counts
+// the write.
+func (l *Ledger[R]) Serve(w http.ResponseWriter, route R, serve func(http.ResponseWriter)) {
+	rec := &statusWriter{ResponseWriter: w}
+	serve(rec)
+	if slices.Contains(l.writeRoutes, route) && rec.status >= 200 && rec.status < 300 {
+		l.mu.Lock()
+		l.writes[route]++
+		l.mu.Unlock()
+	}
+}
+
+// Seen returns the requests received so far, in order.
+func (l *Ledger[R]) Seen() []Request[R] {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.seen)
+}
+
+// Requests is how many requests a route received, failed ones included.
+func (l *Ledger[R]) Requests(route R) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.requests[route]
+}
+
+// Writes is how many writes succeeded on the given routes (every write
+// route when none is given): the calls that changed state, including
+// those whose answer a fault replaced (Fault.Applied).
+func (l *Ledger[R]) Writes(routes ...R) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(routes) == 0 {
+		routes = l.writeRoutes
+	}
+	n := 0
+	for _, r := range routes {
+		n += l.writes[r]
+	}
+	return n
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }

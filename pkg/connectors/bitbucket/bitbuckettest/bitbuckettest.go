@@ -47,7 +47,6 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -98,8 +97,10 @@ type Server struct {
 	tb   testing.TB
 	opts Options
 
-	// Server serves the fake and keeps its address across Down and Up.
+	// Server serves the fake and keeps its address across Down and Up;
+	// Ledger counts what it received and what its writes changed.
 	*servetest.Server
+	*servetest.Ledger[Route]
 
 	mu        sync.Mutex
 	users     map[string]*User  // by name
@@ -109,9 +110,6 @@ type Server struct {
 	latency   time.Duration
 	remaining int
 	reset     time.Time
-	requests  map[Route]int
-	writes    map[Route]int
-	seen      []Request
 	nextID    int64
 }
 
@@ -133,7 +131,7 @@ func New(tb testing.TB, o Options) *Server {
 	}
 	s := &Server{
 		tb: tb, opts: o, users: map[string]*User{}, tokens: map[string]*Token{},
-		faults: servetest.Faults[Route]{}, requests: map[Route]int{}, writes: map[Route]int{},
+		faults: servetest.Faults[Route]{}, Ledger: servetest.NewLedger(writeRoutes),
 		nextID: 100,
 	}
 	s.remaining = o.RateLimit
@@ -470,41 +468,7 @@ func (s *Server) SetRemaining(n int) {
 }
 
 // Request is one request the server received.
-type Request struct {
-	Method, URI string
-	Route       Route
-	Header      http.Header
-	Body        []byte
-}
-
-// Seen returns the requests received so far.
-func (s *Server) Seen() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.seen)
-}
-
-// Requests is how many requests a route received.
-func (s *Server) Requests(route Route) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
-
-// Writes is how many writes succeeded on the routes (every write route
-// when none is given).
-func (s *Server) Writes(routes ...Route) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(routes) == 0 {
-		routes = writeRoutes
-	}
-	n := 0
-	for _, r := range routes {
-		n += s.writes[r]
-	}
-	return n
-}
+type Request = servetest.Request[Route]
 
 // SHA is a stable fake commit SHA for a name.
 func SHA(name string) string {

@@ -227,9 +227,8 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		m, routed = s.routeOf(r.Method, rest)
 	}
 
+	s.Record(r, m.route, body)
 	s.mu.Lock()
-	s.seen = append(s.seen, Request{Method: r.Method, URI: r.RequestURI, Route: m.route, Header: r.Header.Clone(), Body: body})
-	s.requests[m.route]++
 	latency := s.latency
 	s.mu.Unlock()
 
@@ -305,32 +304,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, m match, body []byte) {
-	rec := &statusWriter{ResponseWriter: w}
-	s.serveRoute(rec, r, m, body)
-	if isWrite(m.route) && rec.status >= 200 && rec.status < 300 {
-		s.mu.Lock()
-		s.writes[m.route]++
-		s.mu.Unlock()
-	}
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
+	s.Serve(w, m.route, func(w http.ResponseWriter) { s.serveRoute(w, r, m, body) })
 }
 
 // caller is who a request authenticated as.

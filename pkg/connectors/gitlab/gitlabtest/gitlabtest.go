@@ -96,8 +96,10 @@ type Server struct {
 	tb   testing.TB
 	opts Options
 
-	// Server serves the fake and keeps its address across Down and Up.
+	// Server serves the fake and keeps its address across Down and Up;
+	// Ledger counts what it received and what its writes changed.
 	*servetest.Server
+	*servetest.Ledger[Route]
 
 	mu        sync.Mutex
 	tokens    map[string]*token
@@ -110,9 +112,6 @@ type Server struct {
 	latency   time.Duration
 	remaining int
 	reset     time.Time
-	requests  map[Route]int
-	writes    map[Route]int
-	seen      []Request
 	nextID    int64
 	now       func() time.Time
 	noteTimes map[string][]time.Time // per user: note creations in the last minute
@@ -145,8 +144,7 @@ func New(tb testing.TB, o Options) *Server {
 		jobs:      map[string]JobToken{},
 		users:     map[string]int64{},
 		faults:    servetest.Faults[Route]{},
-		requests:  map[Route]int{},
-		writes:    map[Route]int{},
+		Ledger:    servetest.NewLedger(writeRoutes),
 		noteTimes: map[string][]time.Time{},
 		rng:       rand.New(rand.NewPCG(1, 2)),
 		nextID:    1000,
@@ -561,43 +559,7 @@ func (s *Server) RateLimitReset() time.Time {
 }
 
 // Request is one request the server received.
-type Request struct {
-	Method string
-	URI    string // as sent: path (with its %2F) and query
-	Route  Route  // "" when it matched none
-	Header http.Header
-	Body   []byte
-}
-
-// Seen returns the requests received so far, in order.
-func (s *Server) Seen() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.seen)
-}
-
-// Requests is how many requests a route received, failed ones included.
-func (s *Server) Requests(route Route) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
-
-// Writes is how many writes succeeded on the given routes (every write
-// route when none is given): the calls that changed state, including
-// those whose answer a fault replaced (Fault.Applied).
-func (s *Server) Writes(routes ...Route) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(routes) == 0 {
-		routes = writeRoutes
-	}
-	n := 0
-	for _, r := range routes {
-		n += s.writes[r]
-	}
-	return n
-}
+type Request = servetest.Request[Route]
 
 // Note is a note on a merge request.
 type Note struct {
