@@ -12,12 +12,9 @@
 package bitbucket
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -26,6 +23,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
@@ -129,16 +127,8 @@ func New(cfg connectors.Config) (connectors.Connector, error) {
 
 func decode(raw json.RawMessage) (config, error) {
 	var conf config
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return conf, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&conf); err != nil {
+	if err := strictjson.Decode(raw, &conf); err != nil {
 		return conf, fault.Permanentf("bitbucket: config: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return conf, fault.Permanentf("bitbucket: config: trailing data after the JSON object")
 	}
 	return conf, nil
 }

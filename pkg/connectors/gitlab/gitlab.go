@@ -14,12 +14,9 @@
 package gitlab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -27,6 +24,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
@@ -118,16 +116,8 @@ func New(cfg connectors.Config) (connectors.Connector, error) {
 
 func decode(raw json.RawMessage) (config, error) {
 	var conf config
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return conf, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&conf); err != nil {
+	if err := strictjson.Decode(raw, &conf); err != nil {
 		return conf, fault.Permanentf("gitlab: config: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return conf, fault.Permanentf("gitlab: config: trailing data after the JSON object")
 	}
 	return conf, nil
 }
