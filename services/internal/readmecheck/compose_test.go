@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"sigs.k8s.io/yaml"
 )
 
@@ -188,10 +189,22 @@ func TestComposeClusterProfile(t *testing.T) {
 			t.Errorf("%s: no configuration file given with -c from compose.yaml's configs", name)
 			continue
 		}
-		for _, want := range []string{"jetstream", "store_dir: /data", "sync_interval:", "cluster {"} {
-			if !strings.Contains(conf, want) {
-				t.Errorf("%s: configuration lacks %q:\n%s", name, want, conf)
-			}
+		// The server's own parser: the file loads, and sets what the
+		// cluster needs.
+		path := filepath.Join(t.TempDir(), "nats.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		opts, err := server.ProcessConfigFile(path)
+		switch {
+		case err != nil:
+			t.Errorf("%s: nats-server does not load its configuration: %v", name, err)
+		case !opts.JetStream || opts.StoreDir != "/data":
+			t.Errorf("%s: JetStream %v, store %q; want on, /data (the volume)", name, opts.JetStream, opts.StoreDir)
+		case opts.SyncInterval == 0 && !opts.SyncAlways || !strings.Contains(conf, "sync_interval:"):
+			t.Errorf("%s: no sync_interval set: say what a power loss may cost", name)
+		case opts.Cluster.Name == "" || opts.Cluster.Port != 6222:
+			t.Errorf("%s: cluster %q on port %d; want a name and 6222", name, opts.Cluster.Name, opts.Cluster.Port)
 		}
 		var data bool
 		for _, v := range s.Volumes {
