@@ -55,9 +55,6 @@ type ticket struct {
 	at      time.Time
 	level   int
 	expires time.Time
-	// deferrals counts the deliveries this request spent waiting, which
-	// are not attempts at the provider.
-	deferrals int
 }
 
 func newBudgets(account, host Budget, now func() time.Time) *budgets {
@@ -121,9 +118,6 @@ func (s *scope) take(now time.Time, d time.Duration, n int) {
 type grant struct {
 	level int           // the degrade level that got the slot
 	wait  time.Duration // > 0: defer for this long, the slot is reserved
-	// deferrals is how many earlier deliveries of the request were
-	// deferred (seen by this process).
-	deferrals int
 }
 
 // acquire finds write slots for request id in both scopes. costs[i] is the
@@ -139,9 +133,7 @@ func (b *budgets) acquire(id, account, host string, costs []int) grant {
 	acc, hst := b.scope(account, b.account), b.scope(host, b.host)
 	pen := later(acc.penalty, hst.penalty)
 
-	deferrals := 0
 	if t, ok := b.tickets[id]; ok {
-		deferrals = t.deferrals
 		switch {
 		case pen.After(now):
 			// A penalty came after the ticket was issued: its slot is
@@ -149,11 +141,9 @@ func (b *budgets) acquire(id, account, host string, costs []int) grant {
 			delete(b.tickets, id)
 		case !t.at.After(now.Add(slack)):
 			delete(b.tickets, id)
-			return grant{level: t.level, deferrals: deferrals}
+			return grant{level: t.level}
 		default:
-			t.deferrals++
-			b.tickets[id] = t
-			return grant{level: t.level, wait: t.at.Sub(now), deferrals: deferrals}
+			return grant{level: t.level, wait: t.at.Sub(now)}
 		}
 	}
 	b.gc(now)
@@ -173,10 +163,9 @@ func (b *budgets) acquire(id, account, host string, costs []int) grant {
 	acc.take(now, bestWait, n)
 	hst.take(now, bestWait, n)
 	if bestWait > 0 {
-		b.tickets[id] = ticket{at: now.Add(bestWait), level: best, expires: now.Add(bestWait + ticketTTL),
-			deferrals: deferrals + 1}
+		b.tickets[id] = ticket{at: now.Add(bestWait), level: best, expires: now.Add(bestWait + ticketTTL)}
 	}
-	return grant{level: best, wait: bestWait, deferrals: deferrals}
+	return grant{level: best, wait: bestWait}
 }
 
 // slack lets a redelivery that comes back a little early use its ticket:
