@@ -27,20 +27,30 @@ func TestScopes(t *testing.T) {
 	}{
 		{name: "cloud app password", f: cloudPassword, granted: "account,pullrequest:write,repository", version: "2.0"},
 		{name: "cloud app password without pullrequest:write", f: cloudPassword,
-			setup:   func(s *bitbuckettest.Server) { s.AddUser(bitbuckettest.User{Name: botUser, Password: appPassword, Scopes: []string{"repository"}}) },
+			setup: func(s *bitbuckettest.Server) {
+				s.AddUser(bitbuckettest.User{Name: botUser, Password: appPassword, Scopes: []string{"repository"}})
+			},
 			granted: "repository", missing: "pullrequest:write", version: "2.0", suggests: "app-passwords"},
 		{name: "cloud access token with pullrequest:write alone", f: cloudBearer,
-			setup:   func(s *bitbuckettest.Server) { s.AddToken(cloudToken, bitbuckettest.Token{Workspace: workspace, Scopes: []string{"pullrequest:write"}}) },
+			setup: func(s *bitbuckettest.Server) {
+				s.AddToken(cloudToken, bitbuckettest.Token{Workspace: workspace, Scopes: []string{"pullrequest:write"}})
+			},
 			granted: "pullrequest:write", version: "2.0"},
 		{name: "cloud access token that reads pull requests only", f: cloudBearer,
-			setup:   func(s *bitbuckettest.Server) { s.AddToken(cloudToken, bitbuckettest.Token{Workspace: workspace, Scopes: []string{"pullrequest"}}) },
+			setup: func(s *bitbuckettest.Server) {
+				s.AddToken(cloudToken, bitbuckettest.Token{Workspace: workspace, Scopes: []string{"pullrequest"}})
+			},
 			granted: "pullrequest", missing: "pullrequest:write", version: "2.0", suggests: "access-tokens"},
 		// The repositories are refused (403): the refusal lists the scopes.
 		{name: "cloud access token without repository", f: cloudBearer,
-			setup:   func(s *bitbuckettest.Server) { s.AddToken(cloudToken, bitbuckettest.Token{Workspace: workspace, Scopes: []string{"account"}}) },
+			setup: func(s *bitbuckettest.Server) {
+				s.AddToken(cloudToken, bitbuckettest.Token{Workspace: workspace, Scopes: []string{"account"}})
+			},
 			granted: "account", missing: "pullrequest:write,repository", version: "2.0", suggests: "access token"},
 		{name: "cloud revoked token", f: cloudBearer, setup: func(s *bitbuckettest.Server) { s.Revoke(cloudToken) },
-			err: func(err error) bool { return fault.ClassOf(err) == fault.ClassPermanent && statusOf(err) == http.StatusUnauthorized }},
+			err: func(err error) bool {
+				return fault.ClassOf(err) == fault.ClassPermanent && statusOf(err) == http.StatusUnauthorized
+			}},
 		{name: "cloud answers without scopes", f: cloudBearer,
 			setup: func(s *bitbuckettest.Server) {
 				s.Fail(bitbuckettest.RouteRepos, bitbuckettest.Fault{Status: http.StatusOK, Body: `{"values":[],"pagelen":1}`})
@@ -70,7 +80,9 @@ func TestScopes(t *testing.T) {
 			},
 			granted: "PROJECT_READ,REPO_READ,REPO_WRITE", version: "8.19.1"},
 		{name: "data center revoked token", f: dcBearer, setup: func(s *bitbuckettest.Server) { s.Revoke(dcToken) },
-			err: func(err error) bool { return fault.ClassOf(err) == fault.ClassPermanent && statusOf(err) == http.StatusUnauthorized }},
+			err: func(err error) bool {
+				return fault.ClassOf(err) == fault.ClassPermanent && statusOf(err) == http.StatusUnauthorized
+			}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := seeded(t, tt.f)
