@@ -36,7 +36,7 @@ func TestDevPassesServiceFlags(t *testing.T) {
 			}}, nil
 		},
 	}}
-	t.Setenv("VAULT_KV1_MOUNTS", "legacy")
+	t.Setenv("INTHUB_VAULT_KV1_MOUNTS", "legacy")
 	r := startDev(t, builders, "--nats-url=", "--data-dir", t.TempDir(), "--nats-port", "0",
 		"--database-url", "postgres://postgres@127.0.0.1:1/inthub?sslmode=disable&connect_timeout=2",
 		"--plugin-dir", "bin/plugins", "--plugin-checksums", sums, "--doctor-packs-dir", "packs",

@@ -25,21 +25,21 @@ import (
 // docs treat it as a user name).
 func VaultFlags() []Option {
 	return []Option{
-		Flag("vault-addr", "VAULT_ADDR", "",
+		Flag("vault-addr", "INTHUB_VAULT_ADDR", "",
 			"Vault or OpenBao that authref://vault references are read from (e.g. https://vault.internal:8200); none when empty"),
-		Flag("vault-token-file", "VAULT_TOKEN_FILE", "",
+		Flag("vault-token-file", "INTHUB_VAULT_TOKEN_FILE", "",
 			"file holding a Vault token (e.g. a Vault Agent sink), read again at each Vault read; or use AppRole"),
-		Flag("vault-approle-role-id", "VAULT_APPROLE_ROLE_ID", "",
+		Flag("vault-approle-role-id", "INTHUB_VAULT_APPROLE_ROLE_ID", "",
 			"AppRole role id (not a secret); the token comes from logging in, renewed before its lease ends"),
-		Flag("vault-approle-secret-id-file", "VAULT_APPROLE_SECRET_ID_FILE", "",
+		Flag("vault-approle-secret-id-file", "INTHUB_VAULT_APPROLE_SECRET_ID_FILE", "",
 			"file holding the AppRole secret id, read at each login; empty for a role that binds none"),
-		Flag("vault-approle-mount", "VAULT_APPROLE_MOUNT", "approle",
+		Flag("vault-approle-mount", "INTHUB_VAULT_APPROLE_MOUNT", "approle",
 			"where the AppRole auth method is mounted"),
-		Flag("vault-namespace", "VAULT_NAMESPACE", "",
+		Flag("vault-namespace", "INTHUB_VAULT_NAMESPACE", "",
 			"namespace sent as X-Vault-Namespace (Vault Enterprise, OpenBao)"),
-		Flag("vault-kv1-mounts", "VAULT_KV1_MOUNTS", "",
+		Flag("vault-kv1-mounts", "INTHUB_VAULT_KV1_MOUNTS", "",
 			"mounts holding KV version 1 engines, comma-separated; any other mount is read as KV version 2"),
-		Flag("vault-ca-cert", "VAULT_CACERT", "",
+		Flag("vault-ca-cert", "INTHUB_VAULT_CACERT", "",
 			"PEM file of the CA certificates that Vault's TLS certificate is checked against (default: the system's)"),
 	}
 }
@@ -66,7 +66,7 @@ func ParseVault(get func(name string) string) (*authref.VaultConfig, error) {
 	if addr == "" {
 		for _, name := range []string{"vault-token-file", "vault-approle-role-id", "vault-approle-secret-id-file", "vault-namespace", "vault-kv1-mounts", "vault-ca-cert"} {
 			if get(name) != "" {
-				return nil, Usagef("--%s needs --vault-addr (VAULT_ADDR): the Vault that authref://vault references are read from", name)
+				return nil, Usagef("--%s needs --vault-addr (INTHUB_VAULT_ADDR): the Vault that authref://vault references are read from", name)
 			}
 		}
 		return nil, nil

@@ -111,8 +111,8 @@ func TestVaultTokenFileFromEnv(t *testing.T) {
 	fake := vaulttest.New(t, vaulttest.Options{})
 	fake.Put("secret", "a", map[string]any{"v": "one"})
 	fake.AddToken("hvs.from-file", vaulttest.Token{})
-	t.Setenv("VAULT_ADDR", fake.URL)
-	t.Setenv("VAULT_TOKEN_FILE", writeFile(t, "hvs.from-file\n"))
+	t.Setenv("INTHUB_VAULT_ADDR", fake.URL)
+	t.Setenv("INTHUB_VAULT_TOKEN_FILE", writeFile(t, "hvs.from-file\n"))
 	r, err := resolverFrom(t)
 	if err != nil {
 		t.Fatal(err)
