@@ -51,8 +51,12 @@ type Config struct {
 	// it with the egress policy's dial-time control and no proxy; a nil
 	// client means http.DefaultClient, for tests only.
 	HTTPClient *http.Client
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// HubIdentity allows the connector to sign with the hub's own
+	// credentials (egress.Policy.AllowHubIdentity); a connector that
+	// offers such a mode refuses it, permanently, when false.
+	HubIdentity bool
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Connector is one provider's view of one integration. Constructors have

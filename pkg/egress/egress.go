@@ -49,6 +49,11 @@ type Policy struct {
 	// AllowLoopback allows 127.0.0.0/8 and ::1. For development only: in
 	// production it exposes every service on the hub's own host.
 	AllowLoopback bool
+	// AllowHubIdentity lets an integration authenticate as the hub itself
+	// (its cloud role from the environment or instance metadata, e.g.
+	// registry.ecr's authMode default). Off by default: any tenant could
+	// otherwise reach whatever the hub's own identity may reach.
+	AllowHubIdentity bool
 }
 
 // Resolver resolves host names. *net.Resolver satisfies it.

@@ -292,6 +292,7 @@ func (b *Builder) build(ctx context.Context, it events.Integration) (connectors.
 		AuthRef:       it.AuthRef,
 		Secrets:       secrets{r: b.resolver, c: c},
 		HTTPClient:    b.traced(newClient(b.transport, b.policy, timeoutOf(it.Config), b.maxBody), it, info.Provider),
+		HubIdentity:   b.policy.AllowHubIdentity,
 		Logger: b.log.With(slog.String("tenantId", it.TenantID), slog.String("integrationId", it.ID),
 			slog.String("provider", info.Provider)),
 		Now: b.now,

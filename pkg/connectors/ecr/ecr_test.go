@@ -35,6 +35,9 @@ func newConnector(t testing.TB, f *fakeAWS, conf map[string]any, sec secrets) en
 	t.Helper()
 	buf := &ocitest.Buffer{}
 	cfg := ocitest.Config(t, ecr.Type, conf, sec, buf)
+	// These tests play an operator who lends the hub's identity;
+	// TestHubIdentityIsTheOperatorsToLend plays one who does not.
+	cfg.HubIdentity = true
 	if f != nil {
 		cfg.Now = f.clock.now
 	}
@@ -67,6 +70,42 @@ func defaultChain(t *testing.T, keyID, secret string) {
 // TestAuthModes: each auth mode gets a token from the fake ECR API (SigV4
 // checked), and the registry, which accepts only tokens the fake minted,
 // then answers ping, catalog, tags and digest.
+// A tenant's integration may sign with the hub's own AWS identity only
+// when the operator allows it: otherwise it could reach whatever the hub's
+// role reaches. Refused, permanently, with what to do, and without asking
+// AWS for anything.
+func TestHubIdentityIsTheOperatorsToLend(t *testing.T) {
+	const envKey, envSec = "AKIAFAKEENVIRONMENT1", "env-secret-key-value-abcdef0123456789"
+	for name, extra := range map[string]func(f *fakeAWS) map[string]any{
+		"default chain": func(*fakeAWS) map[string]any {
+			return map[string]any{"authMode": "default", "accessKeyId": nil, "secretAccessKey": nil}
+		},
+		"assume role with the default chain": func(f *fakeAWS) map[string]any {
+			return map[string]any{"authMode": "assume_role", "accessKeyId": nil, "secretAccessKey": nil,
+				"roleArn": roleARN, "externalId": extID, "stsEndpoint": f.stsSrv.URL}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeAWS(t)
+			defaultChain(t, envKey, envSec)
+			f.addKey(envKey, awsKey{secret: envSec, ecr: true, assume: map[string]bool{roleARN: true}})
+			cfg := ocitest.Config(t, ecr.Type, f.config(extra(f)), goodSecrets, &ocitest.Buffer{})
+			cfg.Now = f.clock.now
+			c, err := ecr.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := c.TestConnection(context.Background())
+			if res.OK() || res.Class != fault.ClassPermanent || !strings.Contains(res.Message, "--allow-hub-identity") {
+				t.Fatalf("TestConnection = %s (%s): %s", res.Status, res.Class, res.Message)
+			}
+			if f.stsCalls.Load() != 0 {
+				t.Errorf("STS called %d times", f.stsCalls.Load())
+			}
+		})
+	}
+}
+
 func TestAuthModes(t *testing.T) {
 	const envKey, envSec = "AKIAFAKEENVIRONMENT1", "env-secret-key-value-abcdef0123456789"
 	tests := []struct {

@@ -216,6 +216,10 @@ func (c *Connector) resolve(ctx context.Context, field, ref string) (string, err
 // service, which no user config can steer, and which the egress policy
 // rightly refuses for user endpoints.
 func (c *Connector) defaultCredentials(ctx context.Context) (aws.CredentialsProvider, error) {
+	if !c.cfg.HubIdentity {
+		return nil, fault.Permanent(errors.New("signing with the hub's own AWS identity (authMode default, or assume_role without keys) is not allowed on this hub: " +
+			"use authMode static or assume_role with an access key, or ask the operator to start the services with --allow-hub-identity"))
+	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(c.conf.Region))
 	if err != nil {
 		return nil, fault.Permanent(fmt.Errorf("the hub's AWS configuration does not load: %w", err))

@@ -29,6 +29,7 @@ var command = cli.Command{Name: "annotation", Head: usageHead, Options: append([
 	cli.Flag("host-writes-per-second", "ANNOTATION_HOST_WRITES_PER_SECOND", "10", "write budget per API host, all accounts together"),
 	cli.Flag("offline-after", "ANNOTATION_OFFLINE_AFTER", "2m", "an integration's breaker open this long: its requests go to the spool"),
 	cli.EgressPortsFlag(),
+	cli.HubIdentityFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
 }, slices.Concat(cli.PluginFlags(workerPluginScan), cli.VaultFlags(), cli.TopologyFlags())...)}
 
@@ -122,6 +123,9 @@ func parse(args []string, stdout, stderr io.Writer) (cfg annotation.Config, dev 
 		return
 	}
 	if cfg.AckWait, err = v.Duration("ack-wait"); err != nil {
+		return
+	}
+	if cfg.Egress.AllowHubIdentity, err = v.Bool("allow-hub-identity"); err != nil {
 		return
 	}
 	if cfg.Egress.AllowPorts, err = v.Ports("egress-allow-ports"); err != nil {

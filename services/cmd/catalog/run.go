@@ -30,6 +30,7 @@ var command = cli.Command{Name: "catalog", Head: usageHead, Options: append([]cl
 	cli.Flag("jwt-key-file", "JWT_KEY_FILE", "", "PEM public keys instead of a JWKS"),
 	cli.Flag("dev-hs256-secret-file", "JWT_DEV_HS256_SECRET_FILE", "", "DEV ONLY: file with an HS256 secret (>= 32 bytes); needs --dev"),
 	cli.EgressPortsFlag(),
+	cli.HubIdentityFlag(),
 	cli.Flag("doctor-packs-dir", "INTHUB_DOCTOR_PACKS_DIR", "", "directory of doctor check packs (*.yaml, commands on an allow-list); none when empty"),
 	cli.Flag("doctor-signing-key", "INTHUB_DOCTOR_SIGNING_KEY", "", "AuthRef (env or file) of an ed25519 PKCS#8 key that signs each doctor run (DSSE); unsigned when empty"),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows HS256 tokens and loopback endpoints"),
@@ -68,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	ports, err := v.Ports("egress-allow-ports")
+	if err != nil {
+		return err
+	}
+	hubIdentity, err := v.Bool("allow-hub-identity")
 	if err != nil {
 		return err
 	}
@@ -119,6 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowPorts = ports
+	cfg.Egress.AllowHubIdentity = hubIdentity
 	cfg.Egress.AllowHTTP = dev
 	cfg.PluginDirs, cfg.PluginChecksums = pluginDirs, pluginSums
 	svc, err := catalog.New(cfg, nc)

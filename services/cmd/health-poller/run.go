@@ -26,6 +26,7 @@ var command = cli.Command{Name: "health-poller", Head: usageHead, Options: appen
 	cli.Flag("lease-renew", "HEALTHPOLLER_LEASE_RENEW", "5s", "how often leases are renewed and shares rebalanced; at most half the lease TTL"),
 	cli.Flag("replica-id", "HEALTHPOLLER_REPLICA_ID", "", "this replica's name in the lease buckets (letters, digits, - and _); default host name + random"),
 	cli.EgressPortsFlag(),
+	cli.HubIdentityFlag(),
 	cli.Flag("dev", "INTHUB_DEV", "false", "development mode: allows loopback and http:// provider endpoints"),
 }, slices.Concat(cli.PluginFlags(workerPluginScan), cli.VaultFlags(), cli.TopologyFlags())...)}
 
@@ -92,6 +93,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	hubIdentity, err := v.Bool("allow-hub-identity")
+	if err != nil {
+		return err
+	}
 	ports, err := v.Ports("egress-allow-ports")
 	if err != nil {
 		return err
@@ -129,6 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cfg.Resolver.Close()
 	cfg.Egress.AllowLoopback = dev
 	cfg.Egress.AllowPorts = ports
+	cfg.Egress.AllowHubIdentity = hubIdentity
 	cfg.Egress.AllowHTTP = dev
 	svc, err := healthpoller.New(cfg, nc)
 	if err != nil {

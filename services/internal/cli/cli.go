@@ -158,3 +158,12 @@ func EgressPortsFlag() Option {
 	return Flag("egress-allow-ports", "INTHUB_EGRESS_ALLOW_PORTS", "",
 		"ports besides 443 and 80 that provider endpoints may use, comma-separated (e.g. 8443,8080)")
 }
+
+// HubIdentityFlag is the option of the services that call providers: may
+// an integration sign with the hub's own cloud identity (registry.ecr's
+// authMode default)? Off, because then every tenant reaches what the
+// hub's role reaches.
+func HubIdentityFlag() Option {
+	return Flag("allow-hub-identity", "INTHUB_ALLOW_HUB_IDENTITY", "false",
+		"let integrations sign with the hub's own cloud identity (registry.ecr authMode default); every tenant then reaches what that identity reaches")
+}
