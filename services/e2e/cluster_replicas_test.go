@@ -35,13 +35,20 @@ const (
 	// replicaInterval is every poller's --default-interval: each
 	// integration of the cadence set is due once per interval.
 	replicaInterval = 2 * time.Second
+	// replicaLeaseTTL is the pollers' --lease-ttl (renewed every
+	// second): longer than a Raft election of a lease bucket (4 to 9 s,
+	// during which no lease is renewed) plus a renewal, as the default
+	// (15 s) is, so that an election expires no lease. The fleet's usual
+	// 3 s made every lease expire in every election of the lease
+	// buckets, and a lease taken by the other poller before its holder
+	// learnt it was gone had one slot checked twice.
+	replicaLeaseTTL = 12 * time.Second
 	// cadenceTolerance is how much later than one interval after its
 	// last check an integration may be checked again, at worst: a dead
-	// poller's leases expire a lease TTL (3s) after their last renewal,
-	// a survivor takes them at its next round (1s) and checks from the
-	// next slot; a Raft election of the lease bucket (4 to 9 s, during
-	// which no lease can be renewed or taken) may come on top.
-	cadenceTolerance = 12 * time.Second
+	// poller's leases expire a lease TTL after their last renewal, a
+	// survivor takes them at its next round (1 s) and checks from the
+	// next slot (an interval); a second to spare.
+	cadenceTolerance = replicaLeaseTTL + time.Second + replicaInterval + time.Second
 	// cadenceSet is the number of long-lived integrations whose checks
 	// are counted.
 	cadenceSet = 16
@@ -78,7 +85,8 @@ func (rf *replicaFleet) all() []*process {
 
 func startReplicaFleet(t *testing.T) *replicaFleet {
 	t.Helper()
-	f := startFleet(t, fleetOptions{Cluster: true, Enrichment: true, HealthInterval: replicaInterval})
+	f := startFleet(t, fleetOptions{Cluster: true, Enrichment: true, HealthInterval: replicaInterval,
+		LeaseTTL: replicaLeaseTTL})
 	rf := &replicaFleet{fleet: f,
 		catalogs: []*process{f.catalog}, pollers: []*process{f.poller},
 		annotations: []*process{f.annotation}, enrichments: []*process{f.enrichment}}
@@ -566,8 +574,9 @@ func (rf *replicaFleet) phase(t *testing.T, name string, loadFor time.Duration, 
 	// A poller cut off from the lease bucket keeps checking its
 	// partitions (healthpoller/partition: availability first), and once
 	// its leases expire the other poller takes them: while a partition
-	// lasts, the two check those slots both. Allowed there, counted;
-	// anywhere else a doubled slot is a fault.
+	// lasts, and until the holder's next renewal after it, the two check
+	// those slots both. Allowed there, counted; anywhere else a doubled
+	// slot is a fault.
 	var overlap, doubled []doubledSlot
 	for _, d := range cr.doubled {
 		if !rf.overlapFrom.IsZero() && !d.at.Before(rf.overlapFrom) && !d.at.After(rf.overlapTo) {
@@ -725,9 +734,12 @@ func TestClusterReplicas(t *testing.T) {
 			<-time.After(time.Until(cut.Add(20 * time.Second)))
 			c.Heal(node)
 			c.WaitReady()
-			// The cut-off poller learns that its leases are gone at its
-			// first renewal that JetStream answers after the heal.
-			rf.overlapFrom, rf.overlapTo = cut, time.Now().Add(5*time.Second)
+			// Leases that expired while the lease buckets did not answer
+			// are taken again after the heal, and a holder that could not
+			// renew learns that its lease went to the other poller only
+			// at its next renewal: until a lease TTL after the heal, a
+			// slot may still be checked twice.
+			rf.overlapFrom, rf.overlapTo = cut, time.Now().Add(replicaLeaseTTL)
 			t.Logf("%s healed, the cluster whole again after %v", node.Name(), time.Since(cut).Round(time.Millisecond))
 		})
 	})
@@ -737,7 +749,9 @@ func TestClusterReplicas(t *testing.T) {
 			for _, p := range victims {
 				p.kill(t)
 			}
-			// Longer than a poller's lease TTL: the survivors take over.
+			// Down for 5 s, as an orchestrator restarts a crashed
+			// container; the restarted poller has a name of its own, so
+			// the dead one's leases still wait out their TTL.
 			<-time.After(5 * time.Second)
 			for _, p := range victims {
 				p.start(t)

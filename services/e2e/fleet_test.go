@@ -57,6 +57,8 @@ var (
 type fleetOptions struct {
 	// HealthInterval is the poller's --default-interval (1s).
 	HealthInterval time.Duration
+	// LeaseTTL is the poller's --lease-ttl (3s), renewed every second.
+	LeaseTTL time.Duration
 	// AckWait is the annotation worker's --ack-wait (5s): how soon the
 	// requests a killed worker held come back.
 	AckWait time.Duration
@@ -115,6 +117,9 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 	needFleet(t)
 	if o.HealthInterval == 0 {
 		o.HealthInterval = time.Second
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 3 * time.Second
 	}
 	if o.AckWait == 0 {
 		o.AckWait = 5 * time.Second
@@ -187,7 +192,7 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 	}, f.env, catAddr)
 	f.poller = newProcess(t, "health-poller", []string{
 		"--nats-url", natsURL, "--stream-replicas", replicas, "--listen", pollAddr, "--data-dir", filepath.Join(f.dir, "health-poller"),
-		"--default-interval", o.HealthInterval.String(), "--lease-ttl", "3s", "--lease-renew", "1s", "--dev=true",
+		"--default-interval", o.HealthInterval.String(), "--lease-ttl", o.LeaseTTL.String(), "--lease-renew", "1s", "--dev=true",
 	}, f.env, pollAddr)
 	f.annotation = newProcess(t, "annotation", []string{
 		"--nats-url", natsURL, "--stream-replicas", replicas, "--listen", annAddr, "--data-dir", filepath.Join(f.dir, "annotation"),
