@@ -321,14 +321,20 @@ func (m *Manager) provision(ctx context.Context) error {
 func (m *Manager) round(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.TTL/2)
 	defer cancel()
+	// Renew before announcing: the leases are what keep another replica
+	// off our partitions, and they live in a bucket of their own. A
+	// members bucket that does not answer (its Raft group between
+	// leaders) must not let them expire.
+	m.renew(ctx)
 	if _, err := m.members.Put(ctx, m.cfg.ID, m.val); err != nil {
-		// NATS is out of reach: keep what we hold (see the package doc).
+		// NATS, or the members bucket, is out of reach: keep what we hold
+		// and do not rebalance on a count we cannot trust (see the
+		// package doc).
 		if ctx.Err() == nil {
 			m.log.Warn("health leases: cannot announce this replica; keeping the partitions held", "error", err)
 		}
 		return
 	}
-	m.renew(ctx)
 	n, err := m.countMembers(ctx)
 	if err != nil {
 		m.log.Warn("health leases: cannot count replicas", "error", err)

@@ -314,3 +314,36 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Errorf("defaults: %d partitions, id %q", m.Partitions(), m.ID())
 	}
 }
+
+// A members bucket that does not answer must not cost the leases: they
+// live in their own bucket and are renewed whatever the members bucket
+// does (found on a cluster, where the two buckets elect leaders apart).
+func TestLeasesRenewedWhileMembersBucketIsAway(t *testing.T) {
+	srv := natstest.Start(t)
+	js, _ := srv.JetStream()
+	const parts = 8
+	a := start(t, srv, "a", parts)
+	waitFor(t, 10*time.Second, "a holds every partition", func() bool { return count(a.view()) == parts })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := js.DeleteKeyValue(ctx, partition.MemberBucket); err != nil {
+		t.Fatal(err)
+	}
+	// Three lease TTLs: every lease would have expired twice over.
+	deadline := time.Now().Add(3 * ttl)
+	for time.Now().Before(deadline) {
+		owners := leaseOwners(t, js)
+		if len(owners) != parts {
+			t.Fatalf("%d of %d leases left while the members bucket is away: %v", len(owners), parts, owners)
+		}
+		for p, o := range owners {
+			if !strings.Contains(o, `"replica":"a"`) {
+				t.Fatalf("partition %d leased to %q", p, o)
+			}
+		}
+		<-time.After(50 * time.Millisecond)
+	}
+	if n := count(a.view()); n != parts {
+		t.Fatalf("a holds %d partitions, want %d", n, parts)
+	}
+}
