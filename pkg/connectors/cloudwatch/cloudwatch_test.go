@@ -310,3 +310,12 @@ func TestConfigAgreesWithSchema(t *testing.T) {
 		t.Errorf("a test of an invalid config: %s %v", r.Status, r.Class)
 	}
 }
+
+// A second JSON value after the config is refused like an unknown field,
+// not silently dropped.
+func TestConfigRefusesTrailingData(t *testing.T) {
+	raw, _ := json.Marshal(baseConfig("https://monitoring.eu-west-1.amazonaws.com"))
+	if _, err := cloudwatch.ParseConfig(append(raw, []byte(` {"region":"us-east-1"}`)...)); err == nil || !strings.Contains(err.Error(), "trailing data") {
+		t.Errorf("ParseConfig with trailing data = %v, want it refused", err)
+	}
+}

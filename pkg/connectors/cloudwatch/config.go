@@ -1,7 +1,6 @@
 package cloudwatch
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -13,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 )
 
@@ -89,12 +89,8 @@ var Stats = []string{"Average", "Maximum", "Minimum", "SampleCount", "Sum"}
 // and checks it; errors are permanent *ConfigError.
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	var c Config
-	if len(bytes.TrimSpace(raw)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&c); err != nil {
-			return c, fault.Permanent(fmt.Errorf("monitoring.cloudwatch: config: %w", err))
-		}
+	if err := strictjson.Decode(raw, &c); err != nil {
+		return c, fault.Permanent(fmt.Errorf("monitoring.cloudwatch: config: %w", err))
 	}
 	return c, c.Check()
 }

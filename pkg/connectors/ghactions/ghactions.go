@@ -11,9 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,6 +21,7 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/github"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
@@ -104,13 +103,8 @@ func New(cfg connectors.Config) (*Connector, error) {
 	if len(bytes.TrimSpace(cfg.Config)) == 0 {
 		return nil, fault.Permanentf("ci.github_actions: the config is empty: appId, installationId and privateKey are required")
 	}
-	dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&conf); err != nil {
+	if err := strictjson.Decode(cfg.Config, &conf); err != nil {
 		return nil, fault.Permanent(fmt.Errorf("ci.github_actions: config: %w", err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fault.Permanentf("ci.github_actions: config: trailing data after the JSON object")
 	}
 	// scm.github gets its own fields only (it refuses unknown ones).
 	ghConf := conf

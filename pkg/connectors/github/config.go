@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"regexp"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/authref"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 )
 
@@ -44,13 +44,8 @@ func decodeConfig(raw json.RawMessage) (config, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return c, fault.Permanentf("scm.github: the config is empty: appId, installationId and privateKey are required")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	if err := strictjson.Decode(raw, &c); err != nil {
 		return c, fault.Permanent(fmt.Errorf("scm.github: config: %w", err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return c, fault.Permanentf("scm.github: config: trailing data after the JSON object")
 	}
 	// encoding/json matches keys case-insensitively: "installationID"
 	// would fill installationId, and {"appId":1,"APPID":2} would take the

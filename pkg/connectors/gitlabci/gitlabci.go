@@ -11,12 +11,9 @@
 package gitlabci
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -25,6 +22,7 @@ import (
 
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/connectors/gitlab"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
@@ -95,14 +93,8 @@ func New(cfg connectors.Config) (*Connector, error) {
 	}
 	c.log = c.log.With(slog.String("provider", Provider), slog.String("integrationId", cfg.IntegrationID),
 		slog.String("tenantId", cfg.TenantID))
-	if len(bytes.TrimSpace(cfg.Config)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&c.conf); err != nil {
-			c.invalid = fault.Permanent(fmt.Errorf("ci.gitlab_ci: config: %w", err))
-		} else if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-			c.invalid = fault.Permanentf("ci.gitlab_ci: config: trailing data after the JSON object")
-		}
+	if err := strictjson.Decode(cfg.Config, &c.conf); err != nil {
+		c.invalid = fault.Permanent(fmt.Errorf("ci.gitlab_ci: config: %w", err))
 	}
 	// scm.gitlab gets its own fields only (it refuses unknown ones).
 	glConf := c.conf

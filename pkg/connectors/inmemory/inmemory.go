@@ -9,11 +9,9 @@
 package inmemory
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,6 +21,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
@@ -93,12 +92,9 @@ var (
 // does nothing else.
 func New(cfg connectors.Config) (connectors.Connector, error) {
 	var conf config
-	if raw := bytes.TrimSpace(cfg.Config); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&conf); err != nil {
-			return nil, fault.Permanentf("test.inmemory config: %w", err)
-		}
+	// A JSON null decodes to the zero config.
+	if err := strictjson.Decode(cfg.Config, &conf); err != nil {
+		return nil, fault.Permanentf("test.inmemory config: %w", err)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

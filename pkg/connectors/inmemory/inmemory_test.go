@@ -196,6 +196,14 @@ func TestValidate(t *testing.T) {
 	if _, err := inmemory.New(connectors.Config{Config: json.RawMessage(`{"heathy": true}`)}); err == nil {
 		t.Error("an unknown field was accepted")
 	}
+	if _, err := inmemory.New(connectors.Config{Config: json.RawMessage(`{} {}`)}); err == nil {
+		t.Error("trailing data was accepted")
+	}
+	for _, raw := range []string{``, ` `, `null`} {
+		if _, err := inmemory.New(connectors.Config{Config: json.RawMessage(raw)}); err != nil {
+			t.Errorf("New(%q) = %v, want the zero config", raw, err)
+		}
+	}
 }
 
 func TestDiscoveryIsDeterministic(t *testing.T) {

@@ -57,6 +57,10 @@ func TestValidate(t *testing.T) {
 	if _, err := oci.New(connectors.Config{Config: json.RawMessage(`{"endpoint": "https://r", "extra": 1}`)}); err == nil {
 		t.Error("New accepted an unknown field")
 	}
+	_, err := oci.New(connectors.Config{Config: json.RawMessage(`{"endpoint": "https://r"} {}`)})
+	if err == nil || !strings.Contains(err.Error(), "trailing data") {
+		t.Errorf("a config with trailing data: %v, want it refused", err)
+	}
 }
 
 // The registered schema accepts what the connector reads.

@@ -1,10 +1,8 @@
 package oci
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
 )
@@ -149,12 +148,7 @@ func (g *Registry) VerifyDigest(ctx context.Context, repo, digest string) error 
 // fields (a misspelt field would otherwise be a silently ignored one).
 // typ prefixes the error.
 func DecodeConfig(cfg connectors.Config, typ string, v any) error {
-	if len(cfg.Config) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(cfg.Config))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.Decode(cfg.Config, v); err != nil {
 		return fault.Permanent(fmt.Errorf("%s: config: %w", typ, err))
 	}
 	return nil

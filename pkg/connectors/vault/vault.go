@@ -17,9 +17,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -28,6 +26,7 @@ import (
 
 	"inthub.dev/pkg/authref"
 	"inthub.dev/pkg/connectors"
+	"inthub.dev/pkg/connectors/strictjson"
 	"inthub.dev/pkg/connectors/vault/vaultapi"
 	"inthub.dev/pkg/fault"
 	"inthub.dev/schemas"
@@ -140,13 +139,8 @@ func decode(raw json.RawMessage) (Config, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return conf, fault.Permanentf("vault.hashicorp: the config is empty: address and auth are required")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&conf); err != nil {
+	if err := strictjson.Decode(raw, &conf); err != nil {
 		return conf, fault.Permanent(fmt.Errorf("vault.hashicorp: config: %w", err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return conf, fault.Permanentf("vault.hashicorp: config: trailing data after the JSON object")
 	}
 	return conf, nil
 }
