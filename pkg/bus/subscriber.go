@@ -54,6 +54,24 @@ type subscriber struct {
 
 var _ message.Subscriber = (*subscriber)(nil)
 
+// A pull request can vanish without an answer: on a cluster, the
+// consumer's leader forgets its waiting requests when it steps down, and
+// the new leader sends "409 Leadership Change" only for those it had
+// heard of through the consumer's Raft group; a request that reached the
+// old leader just before the change, or reached no leader at all (a 503,
+// which the client does not answer with a new pull), is simply gone. The
+// client's only way to notice is the idle heartbeat it asks the server
+// for: two missed heartbeats and it pulls again. With the client's
+// defaults (30 s expiry, 15 s heartbeat) that left a worker silent for
+// 30 s after about half of the consumer leader changes that came right
+// after it started (TestClusterWorkerResumesAfterConsumerLeaderChange);
+// with these, a lost pull costs at most two heartbeats, 4 s. The price is
+// one heartbeat every 2 s and a new pull every 10 s per idle worker.
+const (
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
 // Subscribe starts consuming; topic is ignored (the consumer is fixed).
 func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
 	s.mu.Lock()
@@ -81,6 +99,8 @@ func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.M
 		}
 	},
 		jetstream.PullMaxMessages(s.pullBatch),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug("consume", "consumer", s.name, "error", err)
 		}),
