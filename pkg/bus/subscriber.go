@@ -43,11 +43,17 @@ type subscriber struct {
 	// ledger records the messages handed back unhandled at shutdown: no
 	// attempt, so they must not count toward MaxDeliver.
 	ledger *ledger
+	// recreate creates the durable consumer again (Worker.createConsumer)
+	// when consuming stopped by itself; nil leaves it stopped.
+	recreate func(context.Context) (jetstream.Consumer, error)
+	// silent is signalled when the client missed the server's heartbeats.
+	silent chan struct{}
 
 	mu      sync.Mutex
 	closed  bool
 	closing chan struct{}
 	wg      sync.WaitGroup
+	watch   sync.WaitGroup // resume
 	cc      jetstream.ConsumeContext
 	in      chan jetstream.Msg
 }
@@ -81,8 +87,9 @@ func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.M
 	}
 	in := make(chan jetstream.Msg, s.concurrency)
 	s.in = in
+	s.silent = make(chan struct{}, 1)
 	out := make(chan *message.Message)
-	cc, err := s.consumer.Consume(func(m jetstream.Msg) {
+	handle := func(m jetstream.Msg) {
 		select {
 		case <-s.closing:
 			// Not ours any more: hand it back at once for another replica.
@@ -97,14 +104,8 @@ func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.M
 		case <-ctx.Done():
 			s.handBack(m)
 		}
-	},
-		jetstream.PullMaxMessages(s.pullBatch),
-		jetstream.PullExpiry(pullExpiry),
-		jetstream.PullHeartbeat(pullHeartbeat),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			s.log.Debug("consume", "consumer", s.name, "error", err)
-		}),
-	)
+	}
+	cc, err := s.consume(s.consumer, handle)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consume %s: %w", s.name, err)
 	}
@@ -112,11 +113,99 @@ func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.M
 	for range s.concurrency {
 		s.wg.Go(func() { s.work(ctx, in, out) })
 	}
+	s.watch.Go(func() { s.resume(ctx, cc, handle) })
 	go func() {
 		s.wg.Wait()
 		close(out)
 	}()
 	return out, nil
+}
+
+func (s *subscriber) consume(cons jetstream.Consumer, handle jetstream.MessageHandler) (jetstream.ConsumeContext, error) {
+	return cons.Consume(handle,
+		jetstream.PullMaxMessages(s.pullBatch),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.log.Debug("consume", "consumer", s.name, "error", err)
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				select {
+				case s.silent <- struct{}{}:
+				default:
+				}
+			}
+		}),
+	)
+}
+
+// resume keeps the worker consuming when the client stops by itself. The
+// client ends a Consume for good on "409 Consumer Deleted" (the durable was
+// removed, by hand or lost by the cluster) and on a bad request, and it
+// keeps pulling in vain, every two missed heartbeats, from a consumer that
+// is gone without a word: either way the worker would run on and never
+// see another message. Here the consumer is created again, as at start,
+// and consumed again.
+func (s *subscriber) resume(ctx context.Context, cc jetstream.ConsumeContext, handle jetstream.MessageHandler) {
+	if s.recreate == nil {
+		return
+	}
+	// Cancelled when the subscriber closes, so that a recreation waiting
+	// for the bus does not hold up Close.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	cons := s.consumer
+	for {
+		select {
+		case <-cc.Closed():
+		case <-s.silent:
+			// Missed heartbeats: the client pulls again by itself, which
+			// is enough unless the consumer is gone.
+			ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := cons.Info(ictx)
+			icancel()
+			if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				continue
+			}
+			cc.Stop()
+		case <-ctx.Done():
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("the consumer stopped delivering; creating it again", "consumer", s.name, "stream", s.stream)
+		next, err := s.recreate(ctx)
+		if err != nil {
+			return // closing: recreate retries for as long as ctx lives
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		ncc, err := s.consume(next, handle)
+		if err == nil {
+			s.cc, s.consumer = ncc, next
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Warn("cannot consume the re-created consumer", "consumer", s.name, "error", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return
+			}
+			continue // cc is still the stopped one: its Closed fires at once
+		}
+		cons, cc = next, ncc
+	}
 }
 
 func (s *subscriber) work(ctx context.Context, in <-chan jetstream.Msg, out chan<- *message.Message) {
@@ -225,6 +314,11 @@ func (s *subscriber) Close() error {
 	}
 	s.closed = true
 	close(s.closing)
+	s.mu.Unlock()
+	// resume may be between a stopped Consume and a new one; after it
+	// returns, s.cc is the last one.
+	s.watch.Wait()
+	s.mu.Lock()
 	cc, in := s.cc, s.in
 	s.mu.Unlock()
 	if cc != nil {

@@ -206,6 +206,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		concurrency: w.cfg.Concurrency, pullBatch: w.cfg.PullBatch, maxDeliver: w.cfg.MaxDeliver,
 		ackWait: w.cfg.AckWait, confirmAcks: w.cfg.ConfirmAcks,
 		log: w.cfg.Logger, closing: make(chan struct{}), ledger: w.outcome.ledger,
+		recreate: w.createConsumer,
 	}
 	// The router logs at trace level twice per message; building those
 	// records costs a few percent of throughput even when filtered out.
