@@ -3,7 +3,6 @@ package annotation_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -12,23 +11,15 @@ import (
 	"inthub.dev/pkg/bus"
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/natstest"
-	"inthub.dev/pkg/plugin"
 	"inthub.dev/services/annotation"
+	"inthub.dev/services/plugins/registry-quay/quaytest"
 )
 
 // The worker runs its own plugin host: once ready, the example plugin's
 // type is in the worker's registry (its builder makes the connectors);
 // after Run the plugin process is gone and the type with it.
 func TestWorkerLoadsAndStopsPlugins(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "registry-quay")
-	build := exec.Command("go", "build", "-o", bin, "inthub.dev/services/plugins/registry-quay")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the example plugin: %v\n%s", err, out)
-	}
-	sum, err := plugin.FileChecksum(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, sum := quaytest.Build(t)
 	srv := natstest.Start(t)
 	nc := srv.Connect()
 	reg := connectors.NewRegistry()

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -19,7 +18,6 @@ import (
 	"inthub.dev/pkg/egress"
 	"inthub.dev/pkg/natstest"
 	"inthub.dev/pkg/pgtest"
-	"inthub.dev/pkg/plugin"
 	"inthub.dev/services/catalog"
 	"inthub.dev/services/catalog/auth"
 	"inthub.dev/services/plugins/registry-quay/quaytest"
@@ -30,15 +28,7 @@ import (
 // a test the call fails transient and the plugin comes back; removed it
 // is unregistered; a binary whose checksum is not allowed is refused.
 func TestPluginDiscoveryEndToEnd(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "registry-quay")
-	build := exec.Command("go", "build", "-o", bin, "inthub.dev/services/plugins/registry-quay")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the example plugin: %v\n%s", err, out)
-	}
-	sum, err := plugin.FileChecksum(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, sum := quaytest.Build(t)
 	quay := quaytest.New(t, "quay-token", "acme", "api", "web")
 	t.Setenv("QUAY_TEST_TOKEN", "quay-token")
 	u, _ := url.Parse(quay.URL)

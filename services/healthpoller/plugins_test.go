@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"inthub.dev/events"
 	"inthub.dev/pkg/connectors"
 	"inthub.dev/pkg/egress"
-	"inthub.dev/pkg/plugin"
 	"inthub.dev/services/healthpoller"
 	"inthub.dev/services/plugins/registry-quay/quaytest"
 )
@@ -24,15 +22,7 @@ import (
 // Quay and reported healthy; without the binary on the allow-list the
 // same integration has no connector. The plugin process ends with Run.
 func TestPluginIntegrationIsChecked(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "registry-quay")
-	build := exec.Command("go", "build", "-o", bin, "inthub.dev/services/plugins/registry-quay")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the example plugin: %v\n%s", err, out)
-	}
-	sum, err := plugin.FileChecksum(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, sum := quaytest.Build(t)
 	quay := quaytest.New(t, "quay-token", "acme", "api", "web")
 	t.Setenv("QUAY_TEST_TOKEN", "quay-token")
 	u, _ := url.Parse(quay.URL)
