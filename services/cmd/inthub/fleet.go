@@ -144,18 +144,9 @@ func buildHealthPoller(d devfleet.Deps) (devfleet.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	return devfleet.Func{N: "health-poller", F: func(ctx context.Context) error {
-		defer cfg.Resolver.Close()
-		go func() {
-			select {
-			case <-svc.Listening():
-			case <-ctx.Done():
-				return
-			}
-			fmt.Fprintf(d.Out, "Health poller  http://%s/metrics  (/healthz, /readyz)\n", svc.Addr())
-		}()
-		return svc.Run(ctx)
-	}}, nil
+	return workerComponent("health-poller", d, svc, cfg.Resolver, func() string {
+		return fmt.Sprintf("Health poller  http://%s/metrics  (/healthz, /readyz)", svc.Addr())
+	}), nil
 }
 
 // buildAnnotation runs the annotation worker on the dev data directory,
@@ -175,18 +166,9 @@ func buildAnnotation(d devfleet.Deps) (devfleet.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	return devfleet.Func{N: "annotation", F: func(ctx context.Context) error {
-		defer cfg.Resolver.Close()
-		go func() {
-			select {
-			case <-svc.Listening():
-			case <-ctx.Done():
-				return
-			}
-			fmt.Fprintf(d.Out, "Annotation   http://%s/metrics  (/healthz, /readyz)\n", svc.Addr())
-		}()
-		return svc.Run(ctx)
-	}}, nil
+	return workerComponent("annotation", d, svc, cfg.Resolver, func() string {
+		return fmt.Sprintf("Annotation   http://%s/metrics  (/healthz, /readyz)", svc.Addr())
+	}), nil
 }
 
 // buildEnrichment runs the webhook ingress, the mapper and the correlator
@@ -211,17 +193,31 @@ func buildEnrichment(d devfleet.Deps) (devfleet.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	return devfleet.Func{N: "enrichment", F: func(ctx context.Context) error {
-		defer cfg.Resolver.Close()
+	return workerComponent("enrichment", d, svc, cfg.Resolver, func() string {
+		return fmt.Sprintf("Enrichment   http://%s/metrics  (/healthz, /readyz); webhooks at http://%s/webhooks/{github,gitlab,sns}/{integrationId}",
+			svc.Addr(), svc.WebhookAddr())
+	}), nil
+}
+
+// worker is what the fleet's workers have in common for `inthub dev`.
+type worker interface {
+	Run(ctx context.Context) error
+	Listening() <-chan struct{}
+}
+
+// workerComponent runs svc as a dev component: it prints banner once the
+// service listens, and closes the service's secret resolver when it ends.
+func workerComponent(name string, d devfleet.Deps, svc worker, resolver interface{ Close() }, banner func() string) devfleet.Component {
+	return devfleet.Func{N: name, F: func(ctx context.Context) error {
+		defer resolver.Close()
 		go func() {
 			select {
 			case <-svc.Listening():
 			case <-ctx.Done():
 				return
 			}
-			fmt.Fprintf(d.Out, "Enrichment   http://%s/metrics  (/healthz, /readyz); webhooks at http://%s/webhooks/{github,gitlab,sns}/{integrationId}\n",
-				svc.Addr(), svc.WebhookAddr())
+			fmt.Fprintln(d.Out, banner())
 		}()
 		return svc.Run(ctx)
-	}}, nil
+	}}
 }
