@@ -226,6 +226,16 @@ func TestDevStartsEmbeddedNATSProvisionsStreamsAndStops(t *testing.T) {
 	if _, err := os.Stat(dataDir + "/nats/jetstream"); err != nil {
 		t.Errorf("JetStream store not under the data dir: %v", err)
 	}
+	// Each worker prints where it listens once it does.
+	for _, want := range []string{"Health poller  http://127.0.0.1:", "Annotation   http://127.0.0.1:",
+		"Enrichment   http://127.0.0.1:", "webhooks at http://127.0.0.1:"} {
+		eventually(t, "the banner "+want, 60*time.Second, func() error {
+			if !strings.Contains(stdout.String(), want) {
+				return fmt.Errorf("not printed yet")
+			}
+			return nil
+		})
+	}
 
 	if err := r.stop(t); err != nil {
 		t.Fatalf("run after cancel = %v, want nil\nstderr:\n%s", err, stderr.String())
